@@ -59,10 +59,12 @@ class Backend(Protocol):
         """Tokens in ``text`` as a prompt (remote backends may estimate)."""
 
     def stream(self, prompt: str, input_ids: list[int] | None, params: SamplerParams,
-               cancel: threading.Event) -> Iterator[Piece]:
+               cancel: threading.Event, logits_processors: list = ()) -> Iterator[Piece]:
         """Generate until the caller stops iterating, ``cancel`` is set, or the model ends.
 
         Local backends ignore ``prompt`` and use ``input_ids``; remote ones use ``prompt``.
+        ``logits_processors`` (from extensions) run after the backend's own; a backend
+        that samples outside Python reports them as unsupported instead.
         Stop strings and max_new_tokens are the engine's job; a backend may also honour them.
         """
 

@@ -1,0 +1,81 @@
+"""Loading and unloading models: one manager, one loaded model, progress for the UI."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from modules.core.config import LoaderOptions
+from modules.core.engine import Engine
+from modules.core.errors import ModelLoadError
+from modules.core.loaders import choose_loader
+from modules.core.loaders.base import ProgressCallback
+from modules.core.loaders.memory import cuda_allocated, process_rss, release_memory
+from modules.core.registry import ModelInfo, ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    info: ModelInfo
+    options: LoaderOptions
+    loader: str
+    seconds: float
+
+
+def _quiet(fraction: float, message: str) -> None:
+    log.debug("load %.0f%% %s", fraction * 100, message)
+
+
+class ModelManager:
+    """Loads a model from the registry into the engine; unloading frees its memory."""
+
+    def __init__(self, registry: ModelRegistry, engine: Engine, defaults: LoaderOptions) -> None:
+        self.registry, self.engine, self.defaults = registry, engine, defaults
+        self.current: LoadedModel | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded_name(self) -> str | None:
+        return self.current.info.name if self.current else None
+
+    def options_for(self, info: ModelInfo, overrides: dict | None = None) -> LoaderOptions:
+        """Defaults, then models/config.yaml's loader settings for this model, then the caller's."""
+        from dataclasses import fields
+
+        known = {f.name for f in fields(LoaderOptions)}
+        per_model = {k: v for k, v in info.settings.items() if k in known}
+        return self.defaults.merged(per_model).merged(overrides or {})
+
+    def load(self, name: str, overrides: dict | None = None, progress: ProgressCallback = _quiet) -> LoadedModel:
+        """Unload what is loaded, then load ``name``. Errors leave no model half-loaded."""
+        with self._lock:
+            info = self.registry.get(name)
+            if info.problem:
+                raise ModelLoadError(info.problem)
+            options = self.options_for(info, overrides)
+            loader = choose_loader(info, options)
+            self._unload_locked()
+            progress(0.0, f"Loading {name} with {loader.name}")
+            started = time.perf_counter()
+            backend = loader.load(info, options, progress)
+            self.engine.set_backend(backend)
+            self.current = LoadedModel(info, options, loader.name, time.perf_counter() - started)
+            progress(1.0, f"Loaded {name} in {self.current.seconds:.1f} s")
+            log.info("Loaded %s with %s in %.1f s", name, loader.name, self.current.seconds)
+            return self.current
+
+    def unload(self) -> None:
+        with self._lock:
+            self._unload_locked()
+
+    def _unload_locked(self) -> None:
+        if self.engine.backend is None:
+            return
+        before = process_rss() + cuda_allocated()
+        self.engine.set_backend(None)
+        self.current = None
+        release_memory()
+        log.info("Unloaded; freed %.0f MB", (before - process_rss() - cuda_allocated()) / 1e6)
