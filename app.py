@@ -1,0 +1,106 @@
+"""Corral: start the web UI (and the API when asked) with one model loaded."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from modules.core.config import AppConfig, LoaderOptions, ServerOptions, read_settings_file
+from modules.core.errors import CorralError
+
+log = logging.getLogger("corral")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="app.py", description="Corral: chat with LLaMA-family models in your browser.")
+    p.add_argument("--model", help="model name in models/ (default: SmolLM2-135M-Instruct)")
+    p.add_argument("--no-model", action="store_true", help="start without loading a model")
+    p.add_argument("--models-dir", type=Path, help="folder of models (default: models/)")
+    p.add_argument("--loader", choices=["auto", "transformers", "llama.cpp", "remote"], default=None)
+    p.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"], default=None)
+    p.add_argument("--load-in-4bit", action="store_true", default=None, help="4-bit through bitsandbytes")
+    p.add_argument("--load-in-8bit", action="store_true", default=None, help="8-bit through bitsandbytes")
+    p.add_argument("--compute-dtype", choices=["auto", "bfloat16", "float16", "float32"], default=None)
+    p.add_argument("--quant-type", choices=["nf4", "fp4"], default=None)
+    p.add_argument("--use-double-quant", action="store_true", default=None)
+    p.add_argument("--cpu", action="store_true", default=None, help="run on the CPU even if a GPU is present")
+    p.add_argument("--gpu-memory", nargs="+", help="memory cap per GPU, e.g. 10GiB 8GiB")
+    p.add_argument("--cpu-memory", help="CPU memory cap for offloaded layers, e.g. 32GiB")
+    p.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="run code shipped with a model (off unless you trust its source)")
+    p.add_argument("--preset", help="sampler preset from presets/")
+    p.add_argument("--instruction-format", help="instruction format from instruction-templates/")
+    p.add_argument("--listen", action="store_true", default=None, help="listen on the network (default 127.0.0.1 only)")
+    p.add_argument("--listen-host", help="address to listen on")
+    p.add_argument("--listen-port", type=int, help="web UI port (default 7860)")
+    p.add_argument("--settings", type=Path, help="settings file (YAML); default user_data/settings.yaml if present")
+    return p.parse_args(argv)
+
+
+LOADER_FLAGS = ("loader", "dtype", "load_in_4bit", "load_in_8bit", "compute_dtype", "quant_type",
+                "use_double_quant", "cpu", "gpu_memory", "cpu_memory", "trust_remote_code")
+SERVER_FLAGS = ("listen", "listen_host", "listen_port")
+
+
+def build_config(args: argparse.Namespace, root: Path) -> AppConfig:
+    """Settings file first, flags over it."""
+    config = AppConfig()
+    settings_path = args.settings or (config.user_data_dir / "settings.yaml")
+    settings = read_settings_file(settings_path) if (args.settings or settings_path.is_file()) else {}
+    config.settings, config.settings_path = settings, settings_path
+    loader_values = {k: settings[k] for k in LOADER_FLAGS if k in settings}
+    loader_values.update({k: getattr(args, k) for k in LOADER_FLAGS if getattr(args, k) is not None})
+    config.loader = LoaderOptions().merged(loader_values)
+    server_values = {k: settings[k] for k in SERVER_FLAGS if k in settings}
+    server_values.update({k: getattr(args, k) for k in SERVER_FLAGS if getattr(args, k) is not None})
+    config.server = ServerOptions(**server_values)
+    config.model = args.model or settings.get("model")
+    config.no_model = args.no_model
+    config.preset = args.preset or settings.get("preset", config.preset)
+    config.instruction_format = args.instruction_format or settings.get("instruction_format")
+    if args.models_dir:
+        config.models_dir = args.models_dir
+    return config
+
+
+def progress_printer(fraction: float, message: str) -> None:
+    print(f"\r[{'#' * int(fraction * 30):<30}] {fraction:4.0%} {message:<40}", end="", flush=True)
+    if fraction >= 1.0:
+        print()
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from modules.core.context import build_context, startup_model_name
+
+    try:
+        config = build_config(parse_args(argv), Path(__file__).resolve().parent)
+    except CorralError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    ctx = build_context(config)
+    name = startup_model_name(ctx)
+    if name:
+        try:
+            ctx.models.load(name, progress=progress_printer)
+        except CorralError as err:
+            print()
+            log.error("%s The app starts without a model; pick one on the Model tab.", err)
+    else:
+        log.warning("No model in %s. Run the start script to fetch the default model.", config.models_dir)
+    from modules.ui.app_ui import CSS, build_ui
+
+    demo = build_ui(ctx)
+    server = config.server
+    log.info("Open http://%s:%d in your browser.", "127.0.0.1" if server.host == "0.0.0.0" else server.host,
+             server.listen_port)
+    demo.queue(default_concurrency_limit=8).launch(server_name=server.host, server_port=server.listen_port,
+                                                   css=CSS, inbrowser=False, show_error=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

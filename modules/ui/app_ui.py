@@ -1,0 +1,42 @@
+"""The Gradio page: built from the context, nothing global.
+
+Each tab lives in its own file with ``build(ui)`` (layout, run inside its
+``gr.Tab``) and, where it needs components of other tabs, ``wire(ui)`` (events,
+run after every tab is built). Tabs share generation settings through
+``ui.controls``: key -> component, gathered into one settings dict per request.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from modules.core.context import Context
+from modules.ui import chat_page
+from modules.ui.sessions import CancelRegistry
+
+CSS = """
+#chat { flex-grow: 1; }
+footer { display: none !important; }
+"""
+
+
+@dataclass
+class UIContext:
+    """What every tab gets: the core context and the components tabs share."""
+
+    ctx: Context
+    controls: dict[str, Any] = field(default_factory=dict)  # settings key -> gradio component
+    cancels: CancelRegistry = field(default_factory=CancelRegistry)
+    components: dict[str, Any] = field(default_factory=dict)  # other shared components by name
+
+
+def build_ui(ctx: Context) -> gr.Blocks:
+    ui = UIContext(ctx=ctx)
+    with gr.Blocks(title="Corral") as demo:
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat-tab"):
+                chat_page.build(ui)
+        chat_page.wire(ui)
+    return demo
