@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import json
-import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from modules.core.errors import ModelLoadError
+from modules.core.errors import CorralError, ModelLoadError
+from modules.core.templates import config_for_model
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
@@ -178,27 +176,6 @@ def _gguf_file_type_name(file_type: Any) -> str:
         return "gguf"
 
 
-def load_model_settings(config_path: Path, model_name: str) -> dict[str, Any]:
-    """Merge the settings of every regex in models/config.yaml that matches the name (later wins)."""
-    if not config_path.is_file():
-        return {}
-    try:
-        rules = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ModelLoadError(f"{config_path} is not valid YAML: {err}") from None
-    if not isinstance(rules, dict):
-        raise ModelLoadError(f"{config_path} must map name patterns to settings.")
-    merged: dict[str, Any] = {}
-    for pattern, settings in rules.items():
-        try:
-            matched = re.match(str(pattern), model_name.lower())
-        except re.error as err:
-            raise ModelLoadError(f"{config_path}: pattern {pattern!r} is not a valid regular expression ({err}).") from None
-        if matched and isinstance(settings, dict):
-            merged.update(settings)
-    return merged
-
-
 class ModelRegistry:
     """Lists models/ on demand (the folder changes under us: downloads, user copies)."""
 
@@ -220,8 +197,8 @@ class ModelRegistry:
             else:
                 continue
             try:
-                info.settings = load_model_settings(config_path, info.name)
-            except ModelLoadError as err:
+                info.settings = config_for_model(config_path, info.name)
+            except CorralError as err:
                 info.problem = info.problem or str(err)
             out.append(info)
         return out
@@ -238,30 +215,69 @@ class ModelRegistry:
         raise ModelLoadError(f"No model called {name!r} in {self.models_dir}. Models there: {known}.")
 
 
-def estimate_memory_bytes(info: ModelInfo, bits: int, context_tokens: int = 2048) -> int:
-    """Rough memory a model needs at 16, 8 or 4 bits: weights + KV cache for ``context_tokens``.
+@dataclass
+class MemoryEstimate:
+    """What a model needs in memory, in bytes, split so the UI can say where it goes."""
 
-    4-bit stores ~0.5 byte/param plus a scale per 64 weights (NF4 block size);
-    embeddings and norms stay in 16 bits at 8 and 4 bits (bitsandbytes quantizes Linear layers only).
+    weights: int
+    kv_cache: int  # keys and values for ``context_tokens`` tokens, 16-bit
+    overhead: int  # runtime (CUDA context, activations), a flat allowance
+    context_tokens: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.overhead
+
+
+RUNTIME_OVERHEAD = 300 * 1024**2
+
+
+def estimate_memory(info: ModelInfo, bits: int, context_tokens: int = 2048,
+                    double_quant: bool = False) -> MemoryEstimate:
+    """Memory a model needs at 16, 8 or 4 bits: weights, KV cache for ``context_tokens``, overhead.
+
+    bitsandbytes quantizes Linear layers only: the token embeddings and the output head stay in
+    16 bits at 8 and 4 bits. 4-bit stores 0.5 byte per weight plus one fp32 scale per 64-weight
+    block (NF4/FP4), or with double quantization an 8-bit scale plus an fp32 one per 256 blocks.
+    A LLaMA-7B comes out at 13.5 GB (16-bit), 7.0 GB (8-bit) and 4.2 GB (4-bit) of weights.
     """
+    config = _config_of(info)
     params = info.parameters
+    embeddings = min(_embedding_parameters(config), params) if bits < 16 else 0
+    linear = params - embeddings
     if bits >= 16:
-        weights = params * 2
+        per_weight = 2.0
+    elif bits == 8:
+        per_weight = 1.0
     else:
-        per_param = 1.0 if bits == 8 else 0.5 + 4 / 64
-        weights = int(params * per_param)
-    kv = _kv_cache_bytes(info, context_tokens)
-    return weights + kv + 300 * 1024**2  # + CUDA context / activations overhead
+        per_weight = 0.5 + (1 / 64 + 4 / (64 * 256) if double_quant else 4 / 64)
+    weights = int(linear * per_weight) + embeddings * 2
+    return MemoryEstimate(weights, _kv_cache_bytes(config, context_tokens), RUNTIME_OVERHEAD, context_tokens)
 
 
-def _kv_cache_bytes(info: ModelInfo, tokens: int) -> int:
+def estimate_memory_bytes(info: ModelInfo, bits: int, context_tokens: int = 2048) -> int:
+    """Rough total memory at 16, 8 or 4 bits (see :func:`estimate_memory`)."""
+    return estimate_memory(info, bits, context_tokens).total
+
+
+def _config_of(info: ModelInfo) -> dict:
     config_path = info.path / "config.json"
     if info.kind != "folder" or not config_path.is_file():
-        return 0
+        return {}
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return 0
+        return {}
+    return config.get("text_config", config) if isinstance(config, dict) else {}
+
+
+def _embedding_parameters(config: dict) -> int:
+    """Input embeddings plus the output head (once when tied): the weights bitsandbytes leaves alone."""
+    hidden, vocab = config.get("hidden_size", 0), config.get("vocab_size", 0)
+    return vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
+
+
+def _kv_cache_bytes(config: dict, tokens: int) -> int:
     heads = config.get("num_attention_heads", 1) or 1
     head_dim = config.get("head_dim") or config.get("hidden_size", 0) // heads
     kv_heads = config.get("num_key_value_heads", heads) or heads
