@@ -113,3 +113,14 @@ def test_unload_returns_memory_near_the_pre_load_level(default_model_dir):
     after = process_rss()
     assert ctx.engine.backend is None
     assert after - before < 100e6, f"{(after - before) / 1e6:.0f} MB still held after unload"
+
+
+def test_the_gguf_file_loads_through_transformers(default_model_dir):
+    ctx = make_context(default_model_dir.parent, loader="transformers", dtype="float32")
+    ctx.models.load("SmolLM2-135M-Instruct-Q4_1.gguf")
+    try:
+        assert ctx.models.current.loader == "transformers"
+        text, _, _ = reply(ctx, "What is the capital of France?")
+        assert "Paris" in text
+    finally:
+        ctx.models.unload()
