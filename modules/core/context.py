@@ -7,9 +7,11 @@ from typing import Any
 
 from modules.core.config import DEFAULT_MODEL_NAME, AppConfig
 from modules.core.engine import Engine
+from modules.core.loaders.remote_loader import RemoteCatalog
 from modules.core.models import ModelManager
 from modules.core.presets import PresetLibrary
 from modules.core.registry import ModelRegistry
+from modules.core.store import Store
 from modules.core.templates import FormatLibrary
 
 log = logging.getLogger(__name__)
@@ -23,16 +25,20 @@ class Context:
     models: ModelManager
     formats: FormatLibrary
     presets: PresetLibrary
+    store: Store | None = None  # chats, characters, settings per user (user_data/corral.db)
     services: dict[str, Any] = field(default_factory=dict)  # later layers attach theirs (store, extensions)
 
 
 def build_context(config: AppConfig) -> Context:
     """Build every service from the config. Loads nothing; see :func:`load_startup_model`."""
     registry = ModelRegistry(config.models_dir)
+    if config.loader.remote_url:  # the server's models join the list (the Model tab's dropdown)
+        registry.sources.append(RemoteCatalog(config.loader.remote_url, config.loader.remote_key, config.models_dir))
     engine = Engine()
     return Context(config=config, registry=registry, engine=engine,
                    models=ModelManager(registry, engine, config.loader),
-                   formats=FormatLibrary(config.templates_dir), presets=PresetLibrary(config.presets_dir))
+                   formats=FormatLibrary(config.templates_dir), presets=PresetLibrary(config.presets_dir),
+                   store=Store(config.user_data_dir / "corral.db"))
 
 
 def startup_model_name(ctx: Context) -> str | None:
