@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from modules.api.server import add_api_arguments
 from modules.core.config import AppConfig, LoaderOptions, ServerOptions, read_settings_file
 from modules.core.errors import CorralError
 
@@ -36,12 +37,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--listen-host", help="address to listen on")
     p.add_argument("--listen-port", type=int, help="web UI port (default 7860)")
     p.add_argument("--settings", type=Path, help="settings file (YAML); default user_data/settings.yaml if present")
+    add_api_arguments(p)
     return p.parse_args(argv)
 
 
 LOADER_FLAGS = ("loader", "dtype", "load_in_4bit", "load_in_8bit", "compute_dtype", "quant_type",
                 "use_double_quant", "cpu", "gpu_memory", "cpu_memory", "trust_remote_code")
-SERVER_FLAGS = ("listen", "listen_host", "listen_port")
+LOADER_FLAGS += ("remote_url", "remote_key")
+SERVER_FLAGS = ("listen", "listen_host", "listen_port", "api", "api_port", "api_key", "admin_key")
 
 
 def build_config(args: argparse.Namespace, root: Path) -> AppConfig:
@@ -71,6 +74,19 @@ def progress_printer(fraction: float, message: str) -> None:
         print()
 
 
+def remote_startup_model(config: AppConfig) -> str | None:
+    """With --loader remote: --model, else the first model the server lists (None if it cannot be reached)."""
+    from modules.core.loaders.remote_loader import first_remote_model
+
+    if config.model or config.no_model:
+        return None if config.no_model else config.model
+    try:
+        return first_remote_model(config.loader)
+    except CorralError as err:
+        log.error("%s", err)
+        return None
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -82,7 +98,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     ctx = build_context(config)
-    name = startup_model_name(ctx)
+    name = remote_startup_model(config) if config.loader.loader == "remote" else startup_model_name(ctx)
     if name:
         try:
             ctx.models.load(name, progress=progress_printer)
@@ -95,6 +111,14 @@ def main(argv: list[str]) -> int:
 
     demo = build_ui(ctx)
     server = config.server
+    if server.api:
+        from modules.api.server import start_api
+
+        try:
+            start_api(ctx)
+        except CorralError as err:
+            log.error("%s", err)
+            return 2
     log.info("Open http://%s:%d in your browser.", "127.0.0.1" if server.host == "0.0.0.0" else server.host,
              server.listen_port)
     demo.queue(default_concurrency_limit=8).launch(server_name=server.host, server_port=server.listen_port,

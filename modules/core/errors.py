@@ -32,3 +32,7 @@ class TemplateError(CorralError):
 
 class CancelledError(CorralError):
     """A request was cancelled before it started generating."""
+
+
+class RemoteServerError(CorralError):
+    """A remote OpenAI-compatible server (the remote loader's) failed or could not be reached."""

@@ -12,6 +12,7 @@ from modules.core.errors import ModelLoadError
 from modules.core.loaders import choose_loader
 from modules.core.loaders.base import ProgressCallback
 from modules.core.loaders.memory import cuda_allocated, process_rss, release_memory
+from modules.core.loaders.remote_loader import RemoteCatalog
 from modules.core.registry import ModelInfo, ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class ModelManager:
     def load(self, name: str, overrides: dict | None = None, progress: ProgressCallback = _quiet) -> LoadedModel:
         """Unload what is loaded, then load ``name``. Errors leave no model half-loaded."""
         with self._lock:
-            info = self.registry.get(name)
+            info = self._lookup(name, overrides)
             if info.problem:
                 raise ModelLoadError(info.problem)
             options = self.options_for(info, overrides)
@@ -66,6 +67,13 @@ class ModelManager:
             progress(1.0, f"Loaded {name} in {self.current.seconds:.1f} s")
             log.info("Loaded %s with %s in %.1f s", name, loader.name, self.current.seconds)
             return self.current
+
+    def _lookup(self, name: str, overrides: dict | None) -> ModelInfo:
+        """models/ (and the registry's other sources), or the server named in the overrides for ``remote``."""
+        wanted = self.defaults.merged(overrides or {})
+        if wanted.loader == "remote" and wanted.remote_url:
+            return RemoteCatalog(wanted.remote_url, wanted.remote_key, self.registry.models_dir).get(name)
+        return self.registry.get(name)
 
     def unload(self) -> None:
         with self._lock:

@@ -181,8 +181,17 @@ class ModelRegistry:
 
     def __init__(self, models_dir: Path) -> None:
         self.models_dir = models_dir
+        # Other catalogs listed after models/: objects with list() and a ``problem`` text
+        # (a remote server's models, see loaders/remote_loader.RemoteCatalog).
+        self.sources: list[Any] = []
 
     def list(self) -> list[ModelInfo]:
+        out = self._local()
+        for source in self.sources:
+            out.extend(source.list())
+        return out
+
+    def _local(self) -> list[ModelInfo]:
         if not self.models_dir.is_dir():
             return []
         config_path = self.models_dir / "config.yaml"
@@ -212,7 +221,8 @@ class ModelRegistry:
             if info.name == name:
                 return info
         known = ", ".join(self.names()) or "none"
-        raise ModelLoadError(f"No model called {name!r} in {self.models_dir}. Models there: {known}.")
+        problems = "".join(f" {s.problem}" for s in self.sources if getattr(s, "problem", ""))
+        raise ModelLoadError(f"No model called {name!r} in {self.models_dir}. Models there: {known}.{problems}")
 
 
 @dataclass

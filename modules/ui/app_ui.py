@@ -13,13 +13,20 @@ from typing import Any
 import gradio as gr
 
 from modules.core.context import Context
-from modules.ui import chat_page
+from modules.ui import (characters_tab, chat_page, download_tab, model_tab, notebook_tab, parameters_tab,
+                        session_tab)
 from modules.ui.sessions import CancelRegistry
 
 CSS = """
 #chat { flex-grow: 1; }
 footer { display: none !important; }
 """
+
+
+# (title, tab id, module with build(ui) and wire(ui)), after the Chat tab.
+OTHER_TABS = (("Parameters", "parameters-tab", parameters_tab), ("Characters", "characters-tab", characters_tab),
+              ("Notebook", "notebook-tab", notebook_tab), ("Model", "model-tab", model_tab),
+              ("Download", "download-tab", download_tab), ("Session", "session-tab", session_tab))
 
 
 @dataclass
@@ -35,8 +42,14 @@ class UIContext:
 def build_ui(ctx: Context) -> gr.Blocks:
     ui = UIContext(ctx=ctx)
     with gr.Blocks(title="Corral") as demo:
+        ui.components["app"] = demo  # tabs add their page-load events to it
         with gr.Tabs():
             with gr.Tab("Chat", id="chat-tab"):
                 chat_page.build(ui)
+            for title, tab_id, tab in OTHER_TABS:
+                with gr.Tab(title, id=tab_id):
+                    tab.build(ui)
         chat_page.wire(ui)
+        for _title, _id, tab in OTHER_TABS:
+            tab.wire(ui)
     return demo

@@ -7,10 +7,12 @@ dict as ``state`` (the convention their ``state_modifier`` expects).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from typing import Any
 
 from modules.core.chat import Character, ChatSettings
+from modules.core.errors import PresetError
 from modules.core.presets import params_from_dict
 from modules.core.sampling import SamplerParams
 
@@ -37,7 +39,9 @@ def sampler_params(state: dict[str, Any], base: SamplerParams | None = None) -> 
     base = base or SamplerParams()
     values = {k: v for k, v in state.items() if k in SAMPLER_KEYS and v is not None}
     if isinstance(values.get("stop"), str):
-        values["stop"] = [s.encode().decode("unicode_escape") for s in values["stop"].splitlines() if s]
+        values["stop"] = [unescape_text(s) for s in values["stop"].splitlines() if s]
+    if isinstance(values.get("logit_bias"), str):
+        values["logit_bias"] = parse_logit_bias(values["logit_bias"])
     merged = {**{k: getattr(base, k) for k in SAMPLER_KEYS}, **values}
     return params_from_dict(merged, "The Parameters tab")
 
@@ -50,3 +54,28 @@ def chat_settings(state: dict[str, Any], character: Character | None = None) -> 
     if character is not None:
         settings.character = character
     return settings
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape_text(text: str) -> str:
+    """``\\n``, ``\\t``, ``\\r`` and ``\\\\`` typed in a one-line box become the characters; other text is kept
+    as typed (``unicode_escape`` would garble anything beyond ASCII)."""
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), text)
+
+
+def parse_logit_bias(text: str) -> dict[int, float]:
+    """``token_id: bias`` per line (or comma-separated) -> {id: bias}; a bad line is an error naming it."""
+    out: dict[int, float] = {}
+    for item in re.split(r"[\n,]+", text):
+        if not item.strip():
+            continue
+        token, sep, bias = item.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            out[int(token.strip().strip('"'))] = float(bias)
+        except ValueError:
+            raise PresetError(f"Logit bias {item.strip()!r} is not 'token_id: bias' (e.g. 50256: -100).") from None
+    return out

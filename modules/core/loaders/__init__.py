@@ -4,6 +4,7 @@ from __future__ import annotations
 from modules.core.config import LoaderOptions
 from modules.core.errors import ModelLoadError
 from modules.core.loaders.base import Backend, Loader
+from modules.core.loaders.remote_loader import RemoteLoader
 from modules.core.loaders.transformers_loader import TransformersLoader
 from modules.core.registry import ModelInfo
 
@@ -15,11 +16,14 @@ def register_loader(loader: Loader) -> None:
 
 
 register_loader(TransformersLoader())
+register_loader(RemoteLoader())
 
 
 def choose_loader(model: ModelInfo, options: LoaderOptions) -> Loader:
     """The user's choice, else by file type: GGUF -> llama.cpp where installed, else Transformers."""
     wanted = options.loader
+    if wanted == "auto" and model.kind == "remote":
+        wanted = "remote"
     if wanted == "auto":
         wanted = "transformers"
         llama = LOADERS.get("llama.cpp")

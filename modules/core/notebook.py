@@ -1,0 +1,43 @@
+"""Raw completion on free text (the Notebook): no instruction format, the text is the prompt."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from modules.core.engine import Engine, GenerationRequest
+from modules.core.sampling import SamplerParams
+
+
+@dataclass
+class Completion:
+    """The completion so far, with the counts a user watches."""
+
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    finish_reason: str | None = None  # set on the last update: stop | length | cancelled
+    warnings: list[str] = field(default_factory=list)
+
+    def report(self) -> str:
+        """'prompt 12 tokens · 40 new tokens · 18.2 tokens/s · stopped'."""
+        speed = self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+        parts = [f"prompt {self.prompt_tokens} tokens", f"{self.completion_tokens} new tokens", f"{speed:.1f} tokens/s"]
+        ending = {"cancelled": "stopped", "length": "reached max_new_tokens", "stop": "done"}
+        if self.finish_reason:
+            parts.append(ending.get(self.finish_reason, self.finish_reason))
+        return " · ".join(parts + self.warnings)
+
+
+def complete(engine: Engine, prompt: str, params: SamplerParams, cancel: threading.Event) -> Iterator[Completion]:
+    """Stream the continuation of ``prompt``; each update holds the whole completion so far."""
+    state = Completion()
+    for delta in engine.generate(GenerationRequest(prompt=prompt, params=params, cancel=cancel)):
+        state.text += delta.text
+        state.prompt_tokens = delta.prompt_tokens or state.prompt_tokens
+        state.completion_tokens = max(state.completion_tokens, delta.completion_tokens)
+        state.seconds = delta.seconds or state.seconds
+        state.warnings.extend(delta.warnings)
+        state.finish_reason = delta.finish_reason
+        yield state
