@@ -7,6 +7,7 @@ from typing import Any
 
 from modules.core.config import DEFAULT_MODEL_NAME, AppConfig
 from modules.core.engine import Engine
+from modules.core.extensions import ExtensionManager
 from modules.core.loaders.remote_loader import RemoteCatalog
 from modules.core.models import ModelManager
 from modules.core.presets import PresetLibrary
@@ -26,6 +27,7 @@ class Context:
     formats: FormatLibrary
     presets: PresetLibrary
     store: Store | None = None  # chats, characters, settings per user (user_data/corral.db)
+    extensions: ExtensionManager = field(default_factory=ExtensionManager)  # enabled in app.py (--extensions)
     services: dict[str, Any] = field(default_factory=dict)  # later layers attach theirs (store, extensions)
 
 
@@ -38,7 +40,8 @@ def build_context(config: AppConfig) -> Context:
     return Context(config=config, registry=registry, engine=engine,
                    models=ModelManager(registry, engine, config.loader),
                    formats=FormatLibrary(config.templates_dir), presets=PresetLibrary(config.presets_dir),
-                   store=Store(config.user_data_dir / "corral.db"))
+                   store=Store(config.user_data_dir / "corral.db"),
+                   extensions=ExtensionManager(config.extensions_dir))
 
 
 def startup_model_name(ctx: Context) -> str | None:
