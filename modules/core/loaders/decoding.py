@@ -3,11 +3,16 @@
 Runs in the caller's thread (no generate() in a second thread): the engine
 iterates this generator, so cancel takes effect between two tokens and a
 consumer that stops iterating stops the model.
+
+How the model is stepped is a :class:`DecodeSteps` object: :class:`DynamicSteps`
+(a growing DynamicCache, the default) or the static-cache, compiled steps of
+``fast_decode.py``. The loop around them (processors, sampling, log-probs) is
+the same for both, so both pick the same tokens.
 """
 from __future__ import annotations
 
 import inspect
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import torch
 from transformers import DynamicCache, LogitsProcessorList
@@ -33,6 +38,30 @@ def decode_one_token(model: torch.nn.Module, token: torch.Tensor, cache: Dynamic
     return out.logits[:, -1, :].float()
 
 
+class DecodeSteps(Protocol):
+    """How one generation drives the model: the prompt once, then one token per call."""
+
+    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Prompt [1, L] -> float32 logits of its last position [1, V]."""
+
+    def decode_one_token(self, token: torch.Tensor) -> torch.Tensor:
+        """Token [1, 1] -> float32 logits [1, V] of the next position."""
+
+
+class DynamicSteps:
+    """The default steps: a fresh DynamicCache that grows by one position per token."""
+
+    def __init__(self, model: torch.nn.Module, cache_arg: str) -> None:
+        self.model, self.cache_arg = model, cache_arg
+        self.cache = DynamicCache(config=model.config)
+
+    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return prefill(self.model, input_ids, self.cache, self.cache_arg)
+
+    def decode_one_token(self, token: torch.Tensor) -> torch.Tensor:
+        return decode_one_token(self.model, token, self.cache, self.cache_arg)
+
+
 def pick_token(scores: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> int:
     """Argmax when greedy, else a draw from softmax(scores) with the request's generator."""
     if greedy:
@@ -41,22 +70,31 @@ def pick_token(scores: torch.Tensor, greedy: bool, generator: torch.Generator | 
     return int(torch.multinomial(probs, 1, generator=generator).item())
 
 
+def token_logprob(logits: torch.Tensor, token: int) -> float:
+    """log softmax(logits)[token], without materialising the whole log-softmax row."""
+    return float(logits[0, token] - torch.logsumexp(logits[0], dim=-1))
+
+
 def decode_tokens(model: torch.nn.Module, input_ids: list[int], processors: LogitsProcessorList,
                   greedy: bool, generator: torch.Generator | None, device: torch.device,
-                  cache_arg: str) -> Iterator[tuple[int, float]]:
-    """Yield (token id, log-probability) forever; the consumer decides when to stop."""
+                  cache_arg: str, steps: DecodeSteps | None = None) -> Iterator[tuple[int, float]]:
+    """Yield (token id, log-probability) forever; the consumer decides when to stop.
+
+    The context tensor [1, L] is only kept up to date when processors read it.
+    """
+    steps = steps if steps is not None else DynamicSteps(model, cache_arg)
     context = torch.tensor([input_ids], dtype=torch.long, device=device)  # [1, L]
-    cache = DynamicCache(config=model.config)
+    mirostats = [proc for proc in processors if isinstance(proc, Mirostat)]
     with torch.inference_mode():
-        logits = prefill(model, context, cache, cache_arg)
+        logits = steps.prefill(context)
         while True:
             scores = processors(context, logits.clone()) if processors else logits
             token = pick_token(scores, greedy, generator)
-            logprob = float(torch.log_softmax(logits, dim=-1)[0, token])
-            for proc in processors:
-                if isinstance(proc, Mirostat):
-                    proc.observe(token)
+            logprob = token_logprob(logits, token)
+            for proc in mirostats:
+                proc.observe(token)
             yield token, logprob
             step = torch.tensor([[token]], dtype=torch.long, device=device)  # [1, 1]
-            context = torch.cat([context, step], dim=1)
-            logits = decode_one_token(model, step, cache, cache_arg)
+            if processors:
+                context = torch.cat([context, step], dim=1)
+            logits = steps.decode_one_token(step)

@@ -1,6 +1,7 @@
 """Transformers loader: 16-bit, 8-bit and 4-bit (bitsandbytes) models, folders and GGUF files."""
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any, Iterator
 
@@ -10,6 +11,7 @@ from modules.core.config import LoaderOptions
 from modules.core.errors import ModelLoadError
 from modules.core.loaders.base import BackendInfo, Piece, ProgressCallback
 from modules.core.loaders.decoding import cache_argument_name, decode_tokens
+from modules.core.loaders.fast_decode import FastDecoder, build_fast_decoder, check_option
 from modules.core.loaders.memory import LoadWatcher, process_rss, release_memory, cuda_allocated
 from modules.core.loaders.tokens import PromptTokenizer
 from modules.core.logits import TRANSFORMERS_FEATURES, build_processors
@@ -90,8 +92,9 @@ class TransformersBackend:
     supported_samplers = TRANSFORMERS_FEATURES
     streams_text = False
 
-    def __init__(self, model: Any, tokenizer: Any, info: BackendInfo) -> None:
+    def __init__(self, model: Any, tokenizer: Any, info: BackendInfo, fast: FastDecoder | None = None) -> None:
         self.model, self.info = model, info
+        self.fast = fast  # the static-cache, compiled path (fast_decode.py), when in use
         self.tokens = PromptTokenizer(tokenizer)
         self.eos_token_ids = self.tokens.eos_ids(model)
         self._cache_arg = cache_argument_name(model)
@@ -118,13 +121,20 @@ class TransformersBackend:
             generator = torch.Generator(device="cpu").manual_seed(params.seed)
         processors = build_processors(params, self.eos_token_ids, generator)
         processors.extend(logits_processors)
-        for token, logprob in decode_tokens(self.model, ids, processors, params.greedy, generator,
-                                            self._device, self._cache_arg):
+        steps = self.fast.steps(len(ids), params.max_new_tokens) if self.fast and self.fast.usable else None
+        tokens = decode_tokens(self.model, ids, processors, params.greedy, generator, self._device,
+                               self._cache_arg, steps=steps)
+        if steps is not None:  # the static cache holds max_new_tokens, no more
+            tokens = itertools.islice(tokens, params.max_new_tokens)
+        for token, logprob in tokens:
             yield Piece(token_id=token, logprob=logprob)
             if cancel.is_set():
                 return
 
     def unload(self) -> None:
+        if self.fast is not None:
+            self.fast.close()
+            self.fast = None
         self.model = None
         self.tokens = None  # type: ignore[assignment]
         release_memory()
@@ -139,6 +149,7 @@ class TransformersLoader:
     def load(self, model: ModelInfo, options: LoaderOptions, progress: ProgressCallback) -> TransformersBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        check_option(options.fast_decode)
         device = pick_device(options)
         dtype = pick_dtype(options.dtype, device)
         quant = quantization_config(options, device)
@@ -168,7 +179,17 @@ class TransformersLoader:
         info = BackendInfo(name=model.name, loader=self.name, context_length=model.context_length or 2048,
                            dtype=str(dtype).removeprefix("torch."), quantization=_quant_label(options),
                            device=device, memory_bytes=_model_bytes(hf_model))
-        return TransformersBackend(hf_model, tokenizer, info)
+        fast = _fast_decoder(hf_model, options, info, progress)
+        return TransformersBackend(hf_model, tokenizer, info, fast)
+
+
+def _fast_decoder(model: Any, options: LoaderOptions, info: BackendInfo,
+                  progress: ProgressCallback) -> FastDecoder | None:
+    """The fast path when ``options.fast_decode`` asks for it and it compiles; the reason goes in ``info``."""
+    fast, note = build_fast_decoder(model, cache_argument_name(model), options.fast_decode, info.context_length,
+                                    announce=lambda message: progress(0.97, message))
+    info.details["fast_decode"] = note
+    return fast
 
 
 def _source(model: ModelInfo) -> tuple[str, dict]:
