@@ -96,8 +96,8 @@ def build(ui) -> None:
     with gr.Row():
         ui.controls["character"] = gr.Dropdown([], value=settings.get("character", ""), label="Character (chat and chat-instruct modes)",
                                                elem_id="character", scale=4, allow_custom_value=True)
-        refresh = gr.Button("🔄 Refresh", scale=1)
-        new = gr.Button("➕ New", scale=1, elem_id="character-new")
+        refresh = gr.Button("Refresh", scale=1, elem_id="character-refresh")
+        new = gr.Button("New", scale=1, elem_id="character-new")
     with gr.Row():
         with gr.Column(scale=3):
             name = gr.Textbox(label="Name", elem_id="character-name")
@@ -107,8 +107,8 @@ def build(ui) -> None:
         with gr.Column(scale=2):
             picture = gr.Image(type="filepath", label="Picture", elem_id="character-picture", height=280)
     with gr.Row():
-        save = gr.Button("💾 Save character", variant="primary", elem_id="character-save")
-        delete = gr.Button("🗑️ Delete character", variant="stop", elem_id="character-delete")
+        save = gr.Button("Save character", variant="primary", elem_id="character-save")
+        delete = gr.Button("Delete character", variant="stop", elem_id="character-delete")
     card = gr.File(label="Import a character: YAML, JSON or a TavernAI PNG card", file_types=CARD_TYPES,
                    elem_id="character-import")
     status = gr.Markdown(elem_id="character-status")
@@ -117,7 +117,7 @@ def build(ui) -> None:
                                               elem_id="user-name")
         ui.controls["user_bio"] = gr.Textbox(settings.get("user_bio", ""), lines=3, label="About you",
                                              elem_id="user-bio")
-        save_me = gr.Button("💾 Save profile", elem_id="profile-save")
+        save_me = gr.Button("Save profile", elem_id="profile-save")
     ui.components.update(character_refresh=refresh, character_new=new, character_name=name,
                          character_greeting=greeting, character_context=context, character_picture=picture,
                          character_save=save, character_delete=delete, character_import=card,

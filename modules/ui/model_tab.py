@@ -52,6 +52,10 @@ def status_text(ctx: Context) -> str:
             f"(the whole app: {gigabytes(process_rss())})")
 
 
+def parameter_count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M"
+
+
 def estimate_text(info: ModelInfo | None, context_tokens: int = 2048) -> str:
     """Memory needed at 16, 8 and 4 bits (weights, then with a context cache), before loading."""
     if info is None:
@@ -61,14 +65,15 @@ def estimate_text(info: ModelInfo | None, context_tokens: int = 2048) -> str:
     size = f"{gigabytes(info.size_bytes)} on disk"
     if not info.parameters:
         return f"{info.name}: {size}; its parameter count is unknown, so no memory estimate."
-    head = f"**{info.name}**: {info.parameters / 1e9:.2f} B parameters, {size}"
+    head = f"**{info.name}**: {parameter_count(info.parameters)} parameters, {size}"
     if info.kind == "gguf":
         return f"{head}, quantized as {info.quantization or 'GGUF'}: it needs about its file size plus the context cache."
+    tokens = min(context_tokens, info.context_length or context_tokens)
     rows = []
     for bits in (16, 8, 4):
-        est = estimate_memory(info, bits, context_tokens)
+        est = estimate_memory(info, bits, tokens)
         rows.append(f"| {bits}-bit | {gigabytes(est.weights)} | {gigabytes(est.total)} |")
-    return "\n".join([head, "", f"| | weights | with a {context_tokens}-token context |", "|---|---|---|", *rows])
+    return "\n".join([head, "", f"| | weights | with a {tokens}-token context |", "|---|---|---|", *rows])
 
 
 def options_from_values(values: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +153,7 @@ def build(ui) -> None:
         dropdown = gr.Dropdown(ctx.registry.names(), value=ctx.models.loaded_name, label="Model",
                                elem_id="model-dropdown", scale=6,
                                allow_custom_value=True)  # models/ changes under us; the registry answers
-        refresh = gr.Button("🔄 Refresh", elem_id="model-refresh", scale=1)
+        refresh = gr.Button("Refresh", elem_id="model-refresh", scale=1)
     estimate = gr.Markdown(elem_id="model-estimate")
     with gr.Accordion("Loader options", open=True):
         options = _option_controls(ctx.models.defaults)

@@ -121,8 +121,8 @@ def build(ui) -> None:
         preset = gr.Dropdown(ctx.presets.names(), value=preset_name if preset_name in ctx.presets.names() else None,
                              label="Preset", elem_id="preset", scale=3, allow_custom_value=True)
         preset_new = gr.Textbox(label="Save as", placeholder="preset name (blank: the chosen one)", scale=3)
-        save = gr.Button("💾 Save preset", scale=1, elem_id="preset-save")
-        delete = gr.Button("🗑️ Delete preset", variant="stop", scale=1, elem_id="preset-delete")
+        save = gr.Button("Save preset", scale=1, elem_id="preset-save")
+        delete = gr.Button("Delete preset", variant="stop", scale=1, elem_id="preset-delete")
     preset_status = gr.Markdown(elem_id="preset-status")
     ui.controls["preset"] = preset
     with gr.Row():

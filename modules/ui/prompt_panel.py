@@ -113,7 +113,7 @@ def build(ui) -> None:
         fmt_template = gr.Textbox(template, lines=12, label="Template (Jinja)", elem_id="format-template")
         fmt_stops = gr.Textbox(stops, lines=2, label="Stop strings (one per line; \\n for a newline)",
                                elem_id="format-stops")
-        fmt_save = gr.Button("💾 Save format", elem_id="format-save")
+        fmt_save = gr.Button("Save format", elem_id="format-save")
         fmt_status = gr.Markdown()
     show = gr.Button("Show the exact prompt", elem_id="show-prompt")
     shown = gr.Textbox(label="The exact prompt", lines=10, buttons=["copy"], elem_id="exact-prompt")

@@ -15,6 +15,7 @@ from modules.core.context import Context
 from modules.core.errors import CorralError
 from modules.core.sampling import SamplerParams
 from modules.core.settings_file import merged_with_file, settings_snapshot, write_settings_file
+from modules.ui import extensions_ui
 from modules.ui.model_tab import OPTION_KEYS, options_from_values
 from modules.ui.state import control_inputs, sampler_params, state_from_values
 
@@ -44,11 +45,11 @@ def build(ui) -> None:
     ctx: Context = ui.ctx
     dark = ctx.config.settings.get("dark_theme")
     theme = gr.Checkbox(bool(dark), label="Dark theme", elem_id="dark-theme")
-    save = gr.Button("💾 Save settings", variant="primary", elem_id="settings-save")
+    save = gr.Button("Save settings", variant="primary", elem_id="settings-save")
     gr.Markdown(f"Saved to `{settings_path(ctx)}`. Flags given when starting the app override it.")
     status = gr.Markdown(elem_id="settings-status")
-    with gr.Column() as extensions:  # the extensions engineer fills this in
-        pass
+    with gr.Column() as extensions:
+        extensions_ui.build_manager(ui)
     ui.components.update(dark_theme=theme, settings_save=save, settings_status=status,
                          session_extensions=extensions)
 
