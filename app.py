@@ -31,6 +31,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cpu-memory", help="CPU memory cap for offloaded layers, e.g. 32GiB")
     p.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="run code shipped with a model (off unless you trust its source)")
+    p.add_argument("--fast-decode", choices=["auto", "on", "off"], default=None,
+                   help="static KV cache + torch.compile decoding (auto: on CUDA only; off: the normal loop)")
     p.add_argument("--preset", help="sampler preset from presets/")
     p.add_argument("--instruction-format", help="instruction format from instruction-templates/")
     p.add_argument("--listen", action="store_true", default=None, help="listen on the network (default 127.0.0.1 only)")
@@ -44,6 +46,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 LOADER_FLAGS = ("loader", "dtype", "load_in_4bit", "load_in_8bit", "compute_dtype", "quant_type",
                 "use_double_quant", "cpu", "gpu_memory", "cpu_memory", "trust_remote_code")
 LOADER_FLAGS += ("remote_url", "remote_key")
+LOADER_FLAGS += ("fast_decode",)
 SERVER_FLAGS = ("listen", "listen_host", "listen_port", "api", "api_port", "api_key", "admin_key")
 
 
