@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 from modules.core.config import AppConfig  # noqa: E402
 from modules.core.context import build_context  # noqa: E402
-from modules.core.download import download_model  # noqa: E402
+from modules.core.download import DownloadCancelled, download_model  # noqa: E402
 from modules.core.engine import GenerationRequest  # noqa: E402
 from modules.core.presets import PresetLibrary  # noqa: E402
 from modules.core.registry import describe_folder, estimate_memory, estimate_memory_bytes  # noqa: E402
@@ -179,9 +180,18 @@ def test_download_from_a_local_hub(app: App, tmp_path: Path, monkeypatch: pytest
         assert fractions == sorted(fractions) and fractions[-1] == 1.0 and any(0 < f < 1 for f in fractions)
         assert app.ctx.registry.get("tester_tiny-llama").problem == ""
 
+        stopped = threading.Event()
+        stopped.set()  # Stop pressed: the first bytes end it; what arrived waits in .partial
+        with pytest.raises(DownloadCancelled):
+            download_model("tester/tiny-llama", "dev", "", models, lambda f, m: None, stopped)
+        assert (models / "tester_tiny-llama_dev.partial").is_dir() and not (models / "tester_tiny-llama_dev").exists()
+        assert "tester_tiny-llama_dev.partial" not in app.ctx.registry.names()
+
         assert "model.safetensors" in app.call("/download_list", "tester/tiny-llama", "", "")
-        done = app.call("/download", "https://huggingface.co/tester/tiny-llama/tree/dev", "", "")
+        done = app.call("/download", "https://huggingface.co/tester/tiny-llama/tree/dev", "", "")  # resumes
         assert done.startswith("Downloaded **tester/tiny-llama**") and (models / "tester_tiny-llama_dev").is_dir()
+        assert not (models / "tester_tiny-llama_dev.partial").exists()
+        assert (models / "tester_tiny-llama_dev" / "model.safetensors").read_bytes() == tiny.files["model.safetensors"]
         assert app.call("/download", "tester/ggufs", "", "m.Q8_0.gguf").startswith("Downloaded **tester/ggufs**")
         assert (models / "m.Q8_0.gguf").read_bytes() == ggufs.files["m.Q8_0.gguf"]
         assert app.call("/download", "tester/ggufs", "", "").startswith(
@@ -313,6 +323,13 @@ def test_characters_create_import_use_and_delete(app: App, tmp_path: Path) -> No
     assert app.call("/character_save", "Ava", "Hello, I am Ava.", "{{char}} is a cheerful guide.", None)[-1] == "Saved **Ava**."
     name, greeting, context, picture, _ = app.call("/character_show", "Ava")
     assert (name, greeting, context, picture) == ("Ava", "Hello, I am Ava.", "{{char}} is a cheerful guide.", None)
+    from PIL import Image
+
+    Image.new("RGB", (12, 10), (10, 120, 200)).save(tmp_path / "ava.png")
+    assert app.call("/character_save", "Ava", "Hello, I am Ava.", "{{char}} is a cheerful guide.",
+                    handle_file(str(tmp_path / "ava.png")))[-1] == "Saved **Ava**."
+    with Image.open(io.BytesIO(store.get_character("local", "Ava")["picture"])) as stored:
+        assert stored.size == (12, 10) and stored.convert("RGB").getpixel((3, 3)) == (10, 120, 200)
 
     (tmp_path / "Bob.yaml").write_text("name: Bob\ngreeting: Hey there.\ncontext: Bob fixes bikes.\n")
     (tmp_path / "cleo.json").write_text(json.dumps({"spec": "chara_card_v2", "data": {
