@@ -6,7 +6,9 @@ continue, impersonate, remove last, edit a message and regenerate from there,
 once, the reply while it streams (every few tokens or half a second, and at the
 end), so a stopped reply -- or a browser closed mid-reply -- keeps what was
 written. Every reply records the model that wrote it. Generation goes through
-``generation.chat_request`` and ``ctx.engine.generate`` only.
+``generation.prepare_chat`` and ``generation.run_generation`` only, so the
+extensions' hooks apply: the stored user message is the hooks' prompt form (and
+their shown form), a reply's shown text is its output_modifier result.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from modules.core.chat import Character, ChatSettings, Turn, fill_names
 from modules.core.context import Context
 from modules.core.engine import Delta
 from modules.core.errors import CorralError
-from modules.core.generation import chat_request
+from modules.core.generation import PreparedGeneration, prepare_chat, run_generation
 from modules.core.paths import check_name
 from modules.core.sampling import SamplerParams
 from modules.core.store import NotFoundError, Store
@@ -40,6 +42,7 @@ class TurnSetup:
     params: SamplerParams = field(default_factory=SamplerParams)
     format_name: str | None = None  # None: the loaded model's own format
     start_reply_with: str = ""
+    state: dict[str, Any] = field(default_factory=dict)  # the controls' values: extensions' ``state``
 
 
 @dataclass
@@ -145,7 +148,9 @@ class Conversation:
         greeting = settings.character.greeting.strip() if settings.mode != "instruct" else ""
         if greeting:
             text = fill_names(greeting, settings.character.name, settings.user_name)
-            self.store.add_message(self.user, chat_id, "assistant", text)
+            state = {"chat_id": chat_id, "user": self.user, "interface": "chat"}
+            shown = self.ctx.extensions.turn(state=state, is_chat=True).output_modifier(text, state, True)
+            self.store.add_message(self.user, chat_id, "assistant", text, visible=shown)
         return chat_id
 
     def messages(self, chat_id: int) -> list[dict[str, Any]]:
@@ -157,10 +162,13 @@ class Conversation:
         if not text.strip():
             raise CorralError("The message is empty. Type something to send.")
         chat = self.store.get_chat(self.user, chat_id)
-        self.store.add_message(self.user, chat_id, "user", text)
+        turn = Turn(user_message=text, bot_prefix=setup.start_reply_with)
+        prepared = self._prepare(chat_id, prompt_history(chat["messages"]), turn, setup)
+        self.store.add_message(self.user, chat_id, "user", prepared.user_text or text,
+                               visible=prepared.visible_text or text)
         if chat["title"] == DEFAULT_TITLE and not any(m["role"] == "user" for m in chat["messages"]):
             self.store.rename_chat(self.user, chat_id, title_from(text))
-        yield from self._new_reply(chat_id, setup, cancel)
+        yield from self._new_reply(chat_id, setup, cancel, prepared)
 
     def regenerate(self, chat_id: int, setup: TurnSetup, cancel: threading.Event) -> Iterator[Progress]:
         """A new version of the last reply (earlier versions are kept); a reply if the user spoke last."""
@@ -179,7 +187,7 @@ class Conversation:
 
         turn = Turn(bot_prefix=setup.start_reply_with)
         yield from self._stream(prompt_history(messages[:-1]), turn, setup, cancel,
-                                self._writer(start=start), setup.start_reply_with)
+                                self._writer(start=start), setup.start_reply_with, chat_id=chat_id)
 
     def continue_reply(self, chat_id: int, setup: TurnSetup, cancel: threading.Event) -> Iterator[Progress]:
         """Let the model go on writing the last reply, in place."""
@@ -190,14 +198,15 @@ class Conversation:
         turn = Turn(continue_reply=last["content"])
         writer = self._writer(message_id=last["id"])
         yield from self._stream(prompt_history(messages[:-1]), turn, setup, cancel, writer, last["content"],
-                                strip=False)
+                                strip=False, chat_id=chat_id)
 
     def impersonate(self, chat_id: int | None, partial: str, setup: TurnSetup,
                     cancel: threading.Event) -> Iterator[Progress]:
         """The model writes the user's next message (starting from ``partial``); nothing is stored."""
         history = prompt_history(self.messages(chat_id)) if chat_id is not None else []
         turn = Turn(impersonate=True, continue_reply=partial or None)
-        yield from self._stream(history, turn, setup, cancel, self._writer(), partial, strip=not partial)
+        yield from self._stream(history, turn, setup, cancel, self._writer(), partial, strip=not partial,
+                                chat_id=chat_id)
 
     def remove_last(self, chat_id: int) -> str:
         """Remove the last reply and the user message it answered; returns that message's text."""
@@ -224,7 +233,8 @@ class Conversation:
     def _writer(self, start: Callable[[str], int] | None = None, message_id: int | None = None) -> ReplyWriter:
         return ReplyWriter(self.store, self.user, start, message_id, self.every_tokens, self.every_seconds)
 
-    def _new_reply(self, chat_id: int, setup: TurnSetup, cancel: threading.Event) -> Iterator[Progress]:
+    def _new_reply(self, chat_id: int, setup: TurnSetup, cancel: threading.Event,
+                   prepared: PreparedGeneration | None = None) -> Iterator[Progress]:
         model = self.ctx.models.loaded_name
 
         def start(text: str) -> int:
@@ -232,20 +242,28 @@ class Conversation:
 
         history = prompt_history(self.messages(chat_id))
         yield from self._stream(history, Turn(bot_prefix=setup.start_reply_with), setup, cancel,
-                                self._writer(start=start), setup.start_reply_with)
+                                self._writer(start=start), setup.start_reply_with, prepared=prepared, chat_id=chat_id)
+
+    def _prepare(self, chat_id: int | None, history: list[dict], turn: Turn, setup: TurnSetup) -> PreparedGeneration:
+        """The turn through the extensions' input hooks; they see the chat as ``state["chat_id"]``."""
+        state = {**setup.state, "chat_id": chat_id, "user": self.user}
+        return prepare_chat(self.ctx, history, turn, setup.settings, setup.params, setup.format_name, state=state)
 
     def _stream(self, history: list[dict], turn: Turn, setup: TurnSetup, cancel: threading.Event,
-                writer: ReplyWriter, prefix: str = "", strip: bool = True) -> Iterator[Progress]:
+                writer: ReplyWriter, prefix: str = "", strip: bool = True,
+                prepared: PreparedGeneration | None = None, chat_id: int | None = None) -> Iterator[Progress]:
         """Generate, showing and storing ``prefix`` + the new text; the store gets the last word even if
         the caller stops reading (a closed browser) or the generation fails half-way."""
-        request, _ = chat_request(self.ctx, history, turn, setup.settings, setup.params, setup.format_name)
-        request.cancel = cancel
+        prepared = prepared or self._prepare(chat_id, history, turn, setup)
+        prepared.request.cancel = cancel
+        prepared.reply_prefix, prepared.lstrip_reply = prefix, strip
+        generation = run_generation(self.ctx, prepared)
         model = self.ctx.models.loaded_name
         context_length = setup.params.truncation_length or self.ctx.engine.context_length
-        generated, last, warnings = "", Delta(), []
+        generated, last, warnings = "", Delta(), [str(n) for n in prepared.notices]
         text = prefix
         try:
-            with closing(self.ctx.engine.generate(request)) as deltas:
+            with closing(iter(generation)) as deltas:
                 for delta in deltas:
                     generated += delta.text
                     text = prefix + (generated.lstrip() if strip and not prefix else generated)
@@ -257,7 +275,11 @@ class Conversation:
                                        ReplyStats.from_delta(delta, context_length, model), warnings=warnings)
         finally:
             writer.flush(text)
-        yield Progress(text, writer.message_id, ReplyStats.from_delta(last, context_length, model), True, warnings)
+        shown = generation.shown if generation.finished and generation.reply == text else text
+        if shown != text and writer.message_id is not None:
+            self.store.update_message(self.user, writer.message_id, visible=shown)
+        warnings += [str(n) for n in generation.notices if str(n) not in warnings]
+        yield Progress(shown, writer.message_id, ReplyStats.from_delta(last, context_length, model), True, warnings)
 
 
 def load_character(ctx: Context, user: str, name: str | None) -> Character | None:

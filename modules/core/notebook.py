@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 from modules.core.engine import Engine, GenerationRequest
+from modules.core.generation import Generation, prepare_text, run_generation
 from modules.core.sampling import SamplerParams
 
 
@@ -30,14 +31,30 @@ class Completion:
         return " · ".join(parts + self.warnings)
 
 
-def complete(engine: Engine, prompt: str, params: SamplerParams, cancel: threading.Event) -> Iterator[Completion]:
-    """Stream the continuation of ``prompt``; each update holds the whole completion so far."""
+def complete(engine: Engine, prompt: str, params: SamplerParams, cancel: threading.Event,
+             ctx: Any = None, settings: dict | None = None) -> Iterator[Completion]:
+    """Stream the continuation of ``prompt``; each update holds the whole completion so far.
+
+    With ``ctx``, the extensions' hooks apply (input_modifier on the prompt, output_modifier
+    on the whole completion, which the last update then holds); ``settings`` is their ``state``.
+    """
     state = Completion()
-    for delta in engine.generate(GenerationRequest(prompt=prompt, params=params, cancel=cancel)):
+    generation: Generation | None = None
+    if ctx is not None:
+        prepared = prepare_text(ctx, prompt, params, state=settings, interface="notebook")
+        prepared.request.cancel = cancel
+        generation = run_generation(ctx, prepared)
+        deltas: Iterator = iter(generation)
+    else:
+        deltas = engine.generate(GenerationRequest(prompt=prompt, params=params, cancel=cancel))
+    for delta in deltas:
         state.text += delta.text
         state.prompt_tokens = delta.prompt_tokens or state.prompt_tokens
         state.completion_tokens = max(state.completion_tokens, delta.completion_tokens)
         state.seconds = delta.seconds or state.seconds
         state.warnings.extend(delta.warnings)
         state.finish_reason = delta.finish_reason
+        if generation is not None and delta.finish_reason is not None:
+            state.text = generation.shown  # after output_modifier
+            state.warnings.extend(str(n) for n in generation.notices)
         yield state

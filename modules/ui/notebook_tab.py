@@ -59,13 +59,14 @@ def wire(ui) -> None:
         """(shown text, report) pairs; the shown text is the prompt plus the completion in the one-box view."""
         lead = prompt if keep_prompt else ""
         try:
-            params = sampler_params(state_from_values(ui, values))
+            state = state_from_values(ui, values)
+            params = sampler_params(state)
             ctx.engine.require_backend()
         except CorralError as err:
             yield prompt if keep_prompt else "", f"⚠️ {err}"
             return
         cancel = ui.cancels.fresh(cancel_key(request))
-        for update in complete(ctx.engine, prompt or "", params, cancel):
+        for update in complete(ctx.engine, prompt or "", params, cancel, ctx=ctx, settings=state):
             yield lead + update.text, update.report()
 
     # Gradio fills in gr.Request only for positional parameters, so it comes before *values.

@@ -1,0 +1,94 @@
+"""The documents extension on the real default model: a fact only in the attached file is answered
+from it, and is not without the attachment."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modules.core.chat import ChatSettings
+from modules.core.config import DEFAULT_MODEL_NAME, ROOT, AppConfig
+from modules.core.context import build_context
+from modules.core.conversation import Conversation, TurnSetup
+from modules.core.sampling import SamplerParams
+
+GREEDY = SamplerParams(do_sample=False, max_new_tokens=40)
+QUESTION = "What is the secret code of the Zorbland vault?"
+NOTES = """# Notes on Zorbland
+
+## The town
+Zorbland is a small town with a bakery, two schools and a market on Saturdays.
+The river that runs through it freezes every winter.
+
+## The vault
+The Zorbland vault sits under the old mill by the river. The secret code of the Zorbland vault is 7731.
+Only the keeper of the mill knows it.
+
+## The festival
+Every spring the town holds a kite festival on the hill behind the church.
+"""
+
+
+@pytest.fixture(scope="module")
+def ctx(default_model_dir: Path, tmp_path_factory):
+    config = AppConfig(models_dir=default_model_dir.parent, extensions_dir=ROOT / "extensions",
+                       user_data_dir=tmp_path_factory.mktemp("user_data"))
+    context = build_context(config)
+    context.models.load(DEFAULT_MODEL_NAME)
+    assert context.extensions.enable(context, ["documents"]) == ["documents"], context.extensions.failed()
+    yield context
+    context.extensions.enable(context, [])
+    context.models.unload()
+    context.store.close()
+
+
+def ask(conversation: Conversation, chat_id: int) -> str:
+    steps = list(conversation.send(chat_id, QUESTION, TurnSetup(params=GREEDY), threading.Event()))
+    return steps[-1].text
+
+
+def test_splitting_keeps_sections_apart():
+    from extensions.documents.retrieval import split_text
+
+    chunks = split_text(NOTES, size=200)
+    assert any("7731" in c for c in chunks) and all(len(c) <= 200 for c in chunks)
+    assert not any("kite" in c and "7731" in c for c in chunks)
+
+
+def test_the_answer_comes_from_the_attached_file(ctx, tmp_path):
+    documents = ctx.extensions.get("documents").module
+    conversation = Conversation(ctx, "reader")
+    path = tmp_path / "notes.md"
+    path.write_text(NOTES, encoding="utf-8")
+
+    with_file = conversation.new_chat(ChatSettings())
+    message = documents.attach_files([str(path)], with_file, "reader")
+    assert "notes.md" in message and "chunk" in message
+    stored = ctx.store.chunks_for_chat("reader", with_file)
+    assert len(stored) >= 3 and all(len(embedding) == 384 * 4 for _, embedding, _ in stored)
+    vector = np.frombuffer(stored[0][1], dtype="<f4")
+    assert vector.dot(vector) == pytest.approx(1.0, abs=1e-3)  # normalised embeddings
+
+    answer = ask(conversation, with_file)
+    assert "7731" in answer
+    question = conversation.messages(with_file)[0]
+    assert question["visible"] == QUESTION  # the chat shows the question as typed
+    assert "7731" in question["content"] and question["content"].endswith(QUESTION)  # the prompt had the excerpt
+
+    without_file = conversation.new_chat(ChatSettings())
+    plain = ask(conversation, without_file)
+    assert "7731" not in plain
+    assert conversation.messages(without_file)[0]["content"] == QUESTION
+
+
+def test_a_file_that_is_not_text_is_refused(ctx, tmp_path):
+    documents = ctx.extensions.get("documents").module
+    conversation = Conversation(ctx, "reader")
+    chat_id = conversation.new_chat(ChatSettings())
+    picture = tmp_path / "photo.png"
+    picture.write_bytes(b"\x89PNG")
+    assert "only .txt and .md" in documents.attach_files([str(picture)], chat_id, "reader")
+    assert "Open or start a chat first" in documents.attach_files([str(picture)], None, "reader")
+    assert ctx.store.list_documents("reader", chat_id) == []
