@@ -38,6 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--listen", action="store_true", default=None, help="listen on the network (default 127.0.0.1 only)")
     p.add_argument("--listen-host", help="address to listen on")
     p.add_argument("--listen-port", type=int, help="web UI port (default 7860)")
+    p.add_argument("--extensions", nargs="+", metavar="NAME",
+                   help="extensions from extensions/ to enable, in hook order (added to the settings file's list)")
     p.add_argument("--settings", type=Path, help="settings file (YAML); default user_data/settings.yaml if present")
     add_api_arguments(p)
     return p.parse_args(argv)
@@ -66,9 +68,17 @@ def build_config(args: argparse.Namespace, root: Path) -> AppConfig:
     config.no_model = args.no_model
     config.preset = args.preset or settings.get("preset", config.preset)
     config.instruction_format = args.instruction_format or settings.get("instruction_format")
+    config.extensions = extension_names(args.extensions, settings.get("extensions"))
     if args.models_dir:
         config.models_dir = args.models_dir
     return config
+
+
+def extension_names(flags: list[str] | None, from_file: object) -> list[str]:
+    """--extensions first (in their order), then the settings file's ``extensions:`` list."""
+    if from_file is not None and not isinstance(from_file, list):
+        raise CorralError("The settings file's 'extensions' must be a list of names, e.g. extensions: [example].")
+    return list(dict.fromkeys([*(flags or []), *(str(n) for n in from_file or [])]))
 
 
 def progress_printer(fraction: float, message: str) -> None:
@@ -110,7 +120,11 @@ def main(argv: list[str]) -> int:
             log.error("%s The app starts without a model; pick one on the Model tab.", err)
     else:
         log.warning("No model in %s. Run the start script to fetch the default model.", config.models_dir)
+    if config.extensions:
+        enabled = ctx.extensions.enable(ctx, config.extensions)
+        log.info("Extensions enabled: %s", ", ".join(enabled) or "none")
     from modules.ui.app_ui import CSS, build_ui
+    from modules.ui.extensions_ui import page_css, page_js
 
     demo = build_ui(ctx)
     server = config.server
@@ -125,7 +139,8 @@ def main(argv: list[str]) -> int:
     log.info("Open http://%s:%d in your browser.", "127.0.0.1" if server.host == "0.0.0.0" else server.host,
              server.listen_port)
     demo.queue(default_concurrency_limit=8).launch(server_name=server.host, server_port=server.listen_port,
-                                                   css=CSS, inbrowser=False, show_error=True)
+                                                   css=CSS + page_css(ctx), js=page_js(ctx),
+                                                   inbrowser=False, show_error=True)
     return 0
 
 

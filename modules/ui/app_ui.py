@@ -15,6 +15,7 @@ import gradio as gr
 from modules.core.context import Context
 from modules.ui import (characters_tab, chat_page, download_tab, model_tab, notebook_tab, parameters_tab,
                         session_tab)
+from modules.ui import extensions_ui
 from modules.ui.sessions import CancelRegistry
 
 CSS = """
@@ -46,9 +47,11 @@ def build_ui(ctx: Context) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Chat", id="chat-tab"):
                 chat_page.build(ui)
+                extensions_ui.build_chat_block(ui)  # extensions' controls, under the chat
             for title, tab_id, tab in OTHER_TABS:
                 with gr.Tab(title, id=tab_id):
                     tab.build(ui)
+            extensions_ui.build_tabs(ui)  # extensions with is_tab
         chat_page.wire(ui)
         for _title, _id, tab in OTHER_TABS:
             tab.wire(ui)
