@@ -70,17 +70,16 @@ def pick_token(scores: torch.Tensor, greedy: bool, generator: torch.Generator | 
     return int(torch.multinomial(probs, 1, generator=generator).item())
 
 
-def token_logprob(logits: torch.Tensor, token: int) -> float:
-    """log softmax(logits)[token], without materialising the whole log-softmax row."""
-    return float(logits[0, token] - torch.logsumexp(logits[0], dim=-1))
-
-
 def decode_tokens(model: torch.nn.Module, input_ids: list[int], processors: LogitsProcessorList,
                   greedy: bool, generator: torch.Generator | None, device: torch.device,
                   cache_arg: str, steps: DecodeSteps | None = None) -> Iterator[tuple[int, float]]:
     """Yield (token id, log-probability) forever; the consumer decides when to stop.
 
-    The context tensor [1, L] is only kept up to date when processors read it.
+    Per token this does as few tensor operations as it can (each one is a
+    parallel region that costs far more than its arithmetic on a busy CPU):
+    the log-probabilities of the model's own distribution are taken first, so
+    the processors may then change ``logits`` in place without a copy; the
+    context tensor [1, L] is only kept up to date when processors read it.
     """
     steps = steps if steps is not None else DynamicSteps(model, cache_arg)
     context = torch.tensor([input_ids], dtype=torch.long, device=device)  # [1, L]
@@ -88,9 +87,10 @@ def decode_tokens(model: torch.nn.Module, input_ids: list[int], processors: Logi
     with torch.inference_mode():
         logits = steps.prefill(context)
         while True:
-            scores = processors(context, logits.clone()) if processors else logits
+            logprobs = torch.log_softmax(logits, dim=-1)  # [1, V], before any processor
+            scores = processors(context, logits) if processors else logits  # logits is not read again
             token = pick_token(scores, greedy, generator)
-            logprob = token_logprob(logits, token)
+            logprob = float(logprobs[0, token])
             for proc in mirostats:
                 proc.observe(token)
             yield token, logprob
