@@ -20,7 +20,7 @@ def model_info(ctx: Context) -> dict:
     """What a client (or a Corral using this one as its remote backend) needs to know about the model."""
     current, backend = ctx.models.current, ctx.engine.backend
     if current is None or backend is None:
-        return {"server": "corral", "model_name": None, "loader": None}
+        return {"server": "corral", "model_name": None, "loader": None, "queue_depth": ctx.engine.queue.depth}
     try:
         fmt = format_for_loaded_model(ctx, ctx.config.instruction_format)
         template, format_name = fmt.template, fmt.name
@@ -31,7 +31,8 @@ def model_info(ctx: Context) -> dict:
             "context_length": backend.info.context_length, "instruction_format": format_name,
             "chat_template": template, "bos_token": tokens.bos, "eos_token": tokens.eos,
             "supported_samplers": sorted(backend.supported_samplers), "dtype": backend.info.dtype,
-            "quantization": backend.info.quantization, "device": backend.info.device}
+            "quantization": backend.info.quantization, "device": backend.info.device,
+            "queue_depth": ctx.engine.queue.depth}  # requests generating or waiting
 
 
 def _chat_prompt(ctx: Context, body: ChatPromptBody) -> dict:
@@ -53,8 +54,9 @@ def _decode(ctx: Context, tokens: list[int]) -> str:
 
 
 def _load(ctx: Context, body: LoadBody) -> dict:
-    if body.args.get("loader") != "remote" and body.model_name not in ctx.registry.names():
-        known = ", ".join(ctx.registry.names()) or "none"
+    names = ctx.registry.names() if body.args.get("loader") != "remote" else [body.model_name]
+    if body.model_name not in names:
+        known = ", ".join(names) or "none"
         raise ApiError(404, f"No model called {body.model_name!r}. Models: {known}.", param="model_name",
                        code="model_not_found")
     loaded = ctx.models.load(body.model_name, overrides=dict(body.args))

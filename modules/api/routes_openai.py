@@ -29,12 +29,13 @@ async def parse(request: Request, model: type[B]) -> B:
 
 
 def model_entry(ctx: Context) -> dict[str, Any]:
-    current = ctx.models.current
-    assert current is not None
-    context = ctx.engine.backend.info.context_length if ctx.engine.backend else current.info.context_length
-    return {"id": current.info.name, "object": "model", "created": int(current.info.path.stat().st_mtime)
-            if current.info.path.exists() else 0, "owned_by": "corral", "max_model_len": context,
-            "loader": current.loader}
+    """The loaded model as an OpenAI model object (``max_model_len`` as vLLM names the context length)."""
+    current, backend = ctx.models.current, ctx.engine.require_backend()
+    path = current.info.path if current else None
+    created = int(path.stat().st_mtime) if path is not None and path.exists() else 0
+    return {"id": backend.info.name if current is None else current.info.name, "object": "model",
+            "created": created, "owned_by": "corral", "max_model_len": backend.info.context_length,
+            "loader": backend.info.loader}
 
 
 async def reply(ctx: Context, request: Request, body: GenerationFields,
@@ -64,7 +65,7 @@ def openai_router(ctx: Context, keys: KeyCheck) -> APIRouter:
 
     @router.get("/v1/models")
     async def list_models() -> dict:
-        data = [model_entry(ctx)] if ctx.models.current is not None else []
+        data = [model_entry(ctx)] if ctx.engine.backend is not None else []
         return {"object": "list", "data": data}
 
     @router.get("/v1/models/{model_id:path}")
