@@ -33,6 +33,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="run code shipped with a model (off unless you trust its source)")
     p.add_argument("--fast-decode", choices=["auto", "on", "off"], default=None,
                    help="static KV cache + torch.compile decoding (auto: on CUDA only; off: the normal loop)")
+    p.add_argument("--n-ctx", type=int, help="llama.cpp: context length (default: the model's, up to 8192)")
+    p.add_argument("--threads", dest="n_threads", type=int, help="llama.cpp: CPU threads (default: physical cores)")
+    p.add_argument("--n-gpu-layers", type=int, help="llama.cpp: layers on the GPU (default -1: all, where the build has GPU support)")
+    p.add_argument("--n-batch", type=int, help="llama.cpp: prompt batch size (default 512)")
+    p.add_argument("--no-mmap", dest="use_mmap", action="store_false", default=None, help="llama.cpp: read the file into memory instead of mapping it")
+    p.add_argument("--mlock", dest="use_mlock", action="store_true", default=None, help="llama.cpp: lock the model in RAM (no swapping)")
     p.add_argument("--preset", help="sampler preset from presets/")
     p.add_argument("--instruction-format", help="instruction format from instruction-templates/")
     p.add_argument("--listen", action="store_true", default=None, help="listen on the network (default 127.0.0.1 only)")
@@ -46,7 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 LOADER_FLAGS = ("loader", "dtype", "load_in_4bit", "load_in_8bit", "compute_dtype", "quant_type",
-                "use_double_quant", "cpu", "gpu_memory", "cpu_memory", "trust_remote_code")
+                "use_double_quant", "cpu", "gpu_memory", "cpu_memory", "trust_remote_code",
+                "n_ctx", "n_threads", "n_gpu_layers", "n_batch", "use_mmap", "use_mlock")
 LOADER_FLAGS += ("remote_url", "remote_key")
 LOADER_FLAGS += ("fast_decode",)
 SERVER_FLAGS = ("listen", "listen_host", "listen_port", "api", "api_port", "api_key", "admin_key")

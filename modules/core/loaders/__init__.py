@@ -4,6 +4,7 @@ from __future__ import annotations
 from modules.core.config import LoaderOptions
 from modules.core.errors import ModelLoadError
 from modules.core.loaders.base import Backend, Loader
+from modules.core.loaders.llamacpp_loader import LlamaCppLoader
 from modules.core.loaders.remote_loader import RemoteLoader
 from modules.core.loaders.transformers_loader import TransformersLoader
 from modules.core.registry import ModelInfo
@@ -16,6 +17,7 @@ def register_loader(loader: Loader) -> None:
 
 
 register_loader(TransformersLoader())
+register_loader(LlamaCppLoader())
 register_loader(RemoteLoader())
 
 
