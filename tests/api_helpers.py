@@ -18,7 +18,8 @@ GREEDY_QUESTION = "What is the capital of France?"
 def default_context(models_dir: Path, user_data: Path, load: bool = True, **server: object) -> Context:
     """A context over the repository's models/, the default model loaded in float32 on the CPU."""
     config = AppConfig(loader=LoaderOptions(dtype="float32", cpu=True), models_dir=models_dir,
-                       user_data_dir=user_data, characters_dir=user_data / "characters")
+                       user_data_dir=user_data, characters_dir=user_data / "characters",
+                       extensions_dir=user_data / "extensions")
     config.server = ServerOptions(api_port=0, **server)
     ctx = build_context(config)
     if load:

@@ -264,3 +264,40 @@ def test_concurrent_requests_queue_in_order(client):
     order.append("second")
     worker.join(60)
     assert order == ["first", "second"]
+
+
+CHECKER = """
+params = {"display_name": "Checker"}
+
+
+def input_modifier(string, state, is_chat=False):
+    return string + " Answer in one word."
+
+
+def output_modifier(string, state, is_chat=False):
+    return string + " [checked via " + state["interface"] + "]"
+"""
+
+
+def test_extension_hooks_apply_to_api_requests(ctx, client, http):
+    folder = ctx.config.extensions_dir / "checker"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "script.py").write_text(CHECKER, encoding="utf-8")
+    assert ctx.extensions.enable(ctx, ["checker"]) == ["checker"]
+    try:
+        messages = [{"role": "user", "content": GREEDY_QUESTION}]
+        shown = http.post("/v1/internal/chat-prompt", json={"messages": messages}).json()["prompt"]
+        assert f"{GREEDY_QUESTION} Answer in one word." in shown  # input_modifier, in the exact prompt
+        ctx.extensions.enable(ctx, [])
+        expected, _ = engine_greedy(ctx, [], f"{GREEDY_QUESTION} Answer in one word.")
+        ctx.extensions.enable(ctx, ["checker"])
+        whole = client.chat.completions.create(model=DEFAULT_MODEL_NAME, messages=messages, max_tokens=MAX,
+                                               temperature=0)
+        assert whole.choices[0].message.content == expected + " [checked via api]"
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model=DEFAULT_MODEL_NAME, messages=messages, max_tokens=MAX, temperature=0, stream=True) if c.choices)
+        assert streamed == whole.choices[0].message.content
+        text = client.completions.create(model=DEFAULT_MODEL_NAME, prompt="Hello", max_tokens=2, temperature=0)
+        assert text.choices[0].text.endswith(" [checked via api]")
+    finally:
+        ctx.extensions.enable(ctx, [])
