@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -25,15 +28,13 @@ MAX = 24
 START_TIMEOUT = 240
 
 
-@pytest.fixture(scope="module")
-def remote_url(default_model_dir, repo_root, tmp_path_factory):
-    """``app.py --api`` in its own process, serving the default model on loopback."""
+@contextmanager
+def corral_process(repo_root: Path, scratch: Path, *flags: str) -> Iterator[str]:
+    """``app.py --api ...`` in its own process; yields its API URL once it serves a model."""
     api_port, ui_port = free_port(), free_port()
-    scratch = tmp_path_factory.mktemp("second-corral")
     log_path = scratch / "app.log"
     command = [sys.executable, "app.py", "--api", "--api-port", str(api_port), "--listen-port", str(ui_port),
-               "--model", DEFAULT_MODEL_NAME, "--models-dir", str(default_model_dir.parent), "--dtype", "float32",
-               "--cpu", "--user-data-dir", str(scratch / "user_data")]
+               "--user-data-dir", str(scratch / "user_data"), *flags]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=repo_root, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -50,18 +51,26 @@ def remote_url(default_model_dir, repo_root, tmp_path_factory):
             process.wait(10)
 
 
-def _wait_for_model(process: subprocess.Popen, url: str, log_path) -> None:
+def _wait_for_model(process: subprocess.Popen, url: str, log_path: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"The second Corral exited ({process.returncode}):\n{log_path.read_text()[-3000:]}")
+            pytest.fail(f"The Corral process exited ({process.returncode}):\n{log_path.read_text()[-3000:]}")
         try:
             if httpx.get(f"{url}/v1/models", timeout=2).json()["data"]:
                 return
         except (httpx.HTTPError, ValueError, KeyError):
             pass
         time.sleep(0.5)
-    pytest.fail(f"The second Corral did not serve a model in {START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
+    pytest.fail(f"The Corral process did not serve a model in {START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def remote_url(default_model_dir, repo_root, tmp_path_factory):
+    """A second Corral serving the default model on loopback."""
+    with corral_process(repo_root, tmp_path_factory.mktemp("second-corral"), "--model", DEFAULT_MODEL_NAME,
+                        "--models-dir", str(default_model_dir.parent), "--dtype", "float32", "--cpu") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +161,15 @@ def test_unreachable_server_is_a_clear_error(default_model_dir, tmp_path):
     with pytest.raises(ModelLoadError, match="did not answer"):
         ctx.models.load("anything", overrides={"loader": "remote", "remote_url": dead})
     assert base_url("http://host:8000/v1/") == "http://host:8000"
+
+
+def test_app_started_with_loader_remote_serves_the_remote_model(remote_url, repo_root, tmp_path):
+    """``app.py --loader remote --remote-url URL`` loads the server's first model and serves it on (a chain)."""
+    messages = [{"role": "user", "content": GREEDY_QUESTION}]
+    body = {"messages": messages, "max_tokens": MAX, "temperature": 0}
+    direct = httpx.post(f"{remote_url}/v1/chat/completions", json=body, timeout=120).json()
+    with corral_process(repo_root, tmp_path, "--loader", "remote", "--remote-url", remote_url) as chained_url:
+        listed = httpx.get(f"{chained_url}/v1/models").json()["data"]
+        assert [m["id"] for m in listed] == [DEFAULT_MODEL_NAME] and listed[0]["loader"] == "remote"
+        chained = httpx.post(f"{chained_url}/v1/chat/completions", json=body, timeout=120).json()
+    assert chained["choices"][0]["message"]["content"] == direct["choices"][0]["message"]["content"]

@@ -17,6 +17,7 @@ DONE = "[DONE]"
 # Reading waits for the next token: a busy server may queue a request for a long time.
 STREAM_TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=30.0, pool=10.0)
 CALL_TIMEOUT = httpx.Timeout(10.0)
+LIST_TIMEOUT = httpx.Timeout(3.0)  # listing models for the UI must not hang it
 
 
 def base_url(url: str) -> str:
@@ -50,10 +51,10 @@ def error_text(response: httpx.Response) -> str:
 class RemoteServer:
     """One server: its base URL, its key, a connection pool."""
 
-    def __init__(self, url: str, key: str | None = None) -> None:
+    def __init__(self, url: str, key: str | None = None, timeout: httpx.Timeout = CALL_TIMEOUT) -> None:
         self.url = base_url(url)
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.client = httpx.Client(headers=self.headers, timeout=CALL_TIMEOUT)
+        self.client = httpx.Client(headers=self.headers, timeout=timeout)
 
     def close(self) -> None:
         self.client.close()
@@ -78,8 +79,9 @@ class RemoteServer:
             raise RemoteServerError(f"The remote server at {self.url} did not answer ({err or type(err).__name__}). "
                                     "Check that it is running and that --remote-url is right.") from None
         if response.status_code != 200:
+            hint = " Give its API key with --remote-key." if response.status_code in (401, 403) else ""
             raise RemoteServerError(f"The remote server at {self.url} answered {method} {path} with "
-                                    f"HTTP {response.status_code}: {error_text(response)}")
+                                    f"HTTP {response.status_code}: {error_text(response)}{hint}")
         try:
             return response.json()
         except json.JSONDecodeError:

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
+
 from modules.core.config import LoaderOptions
 from modules.core.errors import CorralError, ModelLoadError, RemoteServerError
 from modules.core.loaders.base import BackendInfo, Piece, ProgressCallback
-from modules.core.loaders.remote_http import RemoteServer
+from modules.core.loaders.remote_http import CALL_TIMEOUT, LIST_TIMEOUT, RemoteServer
 from modules.core.registry import ModelInfo
 from modules.core.sampling import SAMPLER_FEATURES, SamplerParams
 from modules.core.templates import config_for_model
@@ -262,14 +264,15 @@ def remote_model_info(server_url: str, model: ServerModel, kind: str, models_dir
 class RemoteCatalog:
     """The models a remote server offers, as ModelInfo entries (cached briefly: the UI lists often)."""
 
-    def __init__(self, url: str, key: str | None, models_dir: Path, ttl: float = 5.0) -> None:
-        self.url, self.key, self.models_dir, self.ttl = url, key, Path(models_dir), ttl
+    def __init__(self, url: str, key: str | None, models_dir: Path, ttl: float = 5.0, failed_ttl: float = 30.0) -> None:
+        self.url, self.key, self.models_dir = url, key, Path(models_dir)
+        self.ttl, self.failed_ttl = ttl, failed_ttl  # a server that did not answer is asked again less often
         self.problem = ""  # why the last listing failed, for error messages
         self._cached: tuple[float, list[ModelInfo]] | None = None
         self._lock = threading.Lock()
 
-    def _fetch(self) -> list[ModelInfo]:
-        server = RemoteServer(self.url, self.key)
+    def _fetch(self, timeout: httpx.Timeout = CALL_TIMEOUT) -> list[ModelInfo]:
+        server = RemoteServer(self.url, self.key, timeout)
         try:
             kind, models = describe_server(server)
         finally:
@@ -279,10 +282,11 @@ class RemoteCatalog:
     def list(self) -> list[ModelInfo]:
         """The server's models; an unreachable server lists nothing (``problem`` says why)."""
         with self._lock:
-            if self._cached and time.monotonic() - self._cached[0] < self.ttl:
+            ttl = self.failed_ttl if self.problem else self.ttl
+            if self._cached and time.monotonic() - self._cached[0] < ttl:
                 return list(self._cached[1])
             try:
-                infos, self.problem = self._fetch(), ""
+                infos, self.problem = self._fetch(LIST_TIMEOUT), ""
             except CorralError as err:
                 infos, self.problem = [], str(err)
                 log.warning("%s", err)
