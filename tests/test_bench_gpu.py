@@ -19,8 +19,9 @@ def test_bench_gpu_runs_on_the_cpu_with_the_tiny_shape(repo_root, tmp_path):
     for r in report["results"]:
         engine, plain, fast = r["engine"], r["plain"], r["fast"]
         assert len(engine["tokens"]) == len(plain["tokens"]) == len(fast["tokens"]) == 12
-        assert engine["tokens"] == plain["tokens"]  # the engine's greedy tokens are plain generate's
-        assert fast["tokens"] == engine["tokens"]  # and so are the static-cache path's
+        # The engine's greedy tokens are plain generate's. (The static-cache path's equality is tested in
+        # float32 in test_fast_decode.py: in 16-bit its differently sized attention may round differently.)
+        assert engine["tokens"] == plain["tokens"]
         assert all(run["decode_tok_s"] > 0 and 0 < run["ttft_s"] < run["total_s"] for run in (engine, plain, fast))
         assert r["after_load"] > 0 and r["peak_context"] >= r["after_load"] and r["unload_s"] >= 0
         assert len(r["context"]["tokens"]) == 16

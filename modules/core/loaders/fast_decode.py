@@ -8,9 +8,10 @@ into one graph, and ``mode="reduce-overhead"`` replays it as a CUDA graph: a
 single launch per token. Prefill stays eager, since its shape changes with
 every prompt.
 
-The cache only grows, in powers of two from 256 positions: each new size
-compiles once more (a few bounded recompiles), and a short chat does not pay
-attention over a cache sized for the whole context window.
+The cache only grows, in powers of two from 1,024 positions: each new size
+compiles once more (a few bounded recompiles: 1k, 2k, 4k...), and a short chat
+does not pay attention over a cache sized for the whole context window. The
+loader compiles the first size at load time, so the first reply does not stall.
 
 If compiling or running the compiled step fails, the generation in progress
 carries on through the normal loop (:class:`~modules.core.loaders.decoding.DynamicSteps`,
@@ -31,7 +32,7 @@ from modules.core.loaders.decoding import DynamicSteps
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "on", "off")
-MIN_CACHE = 256
+MIN_CACHE = 1024  # positions of the first cache: a prompt plus 512 new tokens fits
 
 # step(model, token [1, 1], position_ids [1, 1], cache, cache_arg) -> float32 logits [1, V]
 StepFunction = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, StaticCache, str], torch.Tensor]
@@ -50,9 +51,9 @@ def compile_step(device: torch.device) -> StepFunction:
     return torch.compile(decode_one_token, mode=mode, fullgraph=False, dynamic=False)
 
 
-def cache_size_for(tokens: int, limit: int) -> int:
-    """The smallest power of two >= ``tokens`` (at least MIN_CACHE), capped at ``limit``."""
-    size = MIN_CACHE
+def cache_size_for(tokens: int, limit: int, smallest: int = MIN_CACHE) -> int:
+    """The smallest power of two >= ``tokens`` (at least ``smallest``), capped at ``limit``."""
+    size = smallest
     while size < tokens:
         size *= 2
     return max(min(size, limit), tokens)
@@ -86,9 +87,11 @@ class FastDecoder:
     """Static-cache decoding for one loaded model; hands out :class:`StaticSteps` per generation."""
 
     def __init__(self, model: torch.nn.Module, cache_arg: str, context_length: int,
-                 compiler: Callable[[torch.device], StepFunction] | None = compile_step) -> None:
+                 compiler: Callable[[torch.device], StepFunction] | None = compile_step,
+                 min_cache: int = MIN_CACHE) -> None:
         """``compiler`` builds the step function; ``None`` runs the static cache eagerly (tests, debugging)."""
         self.model, self.cache_arg, self.context_length = model, cache_arg, context_length
+        self.min_cache = min_cache
         self.device = model_device(model)
         self.cache: StaticCache | None = None
         self.cache_size = 0  # positions the current cache holds
@@ -108,7 +111,7 @@ class FastDecoder:
 
     def steps(self, prompt_tokens: int, max_new_tokens: int) -> "StaticSteps":
         """Steps for one generation of at most ``max_new_tokens`` after a ``prompt_tokens`` prompt."""
-        needed = cache_size_for(prompt_tokens + max_new_tokens + 1, self.context_length + 1)
+        needed = cache_size_for(prompt_tokens + max_new_tokens + 1, self.context_length + 1, self.min_cache)
         if self.cache is None or self.cache_size < needed:
             self.cache = None  # free the smaller cache before allocating the larger one
             self.cache = StaticCache(config=self.model.config, max_cache_len=needed)
@@ -116,10 +119,10 @@ class FastDecoder:
         return StaticSteps(self, self.cache)
 
     def warm_up(self, tokens: int = 4) -> None:
-        """Compile (and record the CUDA graph) now, with a throwaway prompt, instead of at the second token."""
+        """Compile (and record the CUDA graph) for the first cache size now, instead of at the first reply."""
         bos = getattr(self.model.config, "bos_token_id", None)
         prompt = torch.full((1, 8), int(bos) if isinstance(bos, int) else 1, dtype=torch.long, device=self.device)
-        steps = self.steps(prompt.shape[1], tokens)
+        steps = self.steps(prompt.shape[1], min(self.min_cache, self.context_length) - prompt.shape[1] - 1)
         with torch.inference_mode():
             logits = steps.prefill(prompt)
             for _ in range(tokens):
