@@ -7,6 +7,7 @@ from typing import Any, Callable, TypeVar
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from modules.api.auth import KeyCheck
@@ -50,8 +51,11 @@ async def reply(ctx: Context, request: Request, body: GenerationFields,
         log.warning("API: %s", warning)
     pump = DeltaPump(deltas, job.cancel)
     if body.stream:
+        # The background task runs however the response ends, even when the client left before
+        # the stream began (then the event generator never runs its own ``finally``).
         return StreamingResponse(event_stream(pump, shape.head(), shape.chunks, shape.tail),
-                                 media_type="text/event-stream", headers=SSE_HEADERS)
+                                 media_type="text/event-stream", headers=SSE_HEADERS,
+                                 background=BackgroundTask(job.cancel.set))
     try:
         collected = await collect(pump, request)
     except ClientGone:
