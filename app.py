@@ -47,6 +47,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--extensions", nargs="+", metavar="NAME",
                    help="extensions from extensions/ to enable, in hook order (added to the settings file's list)")
     p.add_argument("--settings", type=Path, help="settings file (YAML); default user_data/settings.yaml if present")
+    p.add_argument("--user-data-dir", type=Path, help="folder for the chat database and settings (default user_data/)")
+    p.add_argument("--gradio-auth", action="append", metavar="USER:PASS",
+                   help="sign-in for the web UI; repeat for more users (each sees only their own chats)")
+    p.add_argument("--gradio-auth-path", metavar="FILE", help="file of user:password lines for the web UI sign-in")
     add_api_arguments(p)
     return p.parse_args(argv)
 
@@ -56,12 +60,15 @@ LOADER_FLAGS = ("loader", "dtype", "load_in_4bit", "load_in_8bit", "compute_dtyp
                 "n_ctx", "n_threads", "n_gpu_layers", "n_batch", "use_mmap", "use_mlock")
 LOADER_FLAGS += ("remote_url", "remote_key")
 LOADER_FLAGS += ("fast_decode",)
-SERVER_FLAGS = ("listen", "listen_host", "listen_port", "api", "api_port", "api_key", "admin_key")
+SERVER_FLAGS = ("listen", "listen_host", "listen_port", "api", "api_port", "api_key", "admin_key",
+                "gradio_auth", "gradio_auth_path")
 
 
 def build_config(args: argparse.Namespace, root: Path) -> AppConfig:
     """Settings file first, flags over it."""
     config = AppConfig()
+    if args.user_data_dir:
+        config.user_data_dir = args.user_data_dir
     settings_path = args.settings or (config.user_data_dir / "settings.yaml")
     settings = read_settings_file(settings_path) if (args.settings or settings_path.is_file()) else {}
     config.settings, config.settings_path = settings, settings_path
@@ -111,9 +118,11 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from modules.core.context import build_context, startup_model_name
+    from modules.ui.auth import load_credentials
 
     try:
         config = build_config(parse_args(argv), Path(__file__).resolve().parent)
+        credentials = load_credentials(config.server.gradio_auth, config.server.gradio_auth_path)
     except CorralError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -130,7 +139,7 @@ def main(argv: list[str]) -> int:
     if config.extensions:
         enabled = ctx.extensions.enable(ctx, config.extensions)
         log.info("Extensions enabled: %s", ", ".join(enabled) or "none")
-    from modules.ui.app_ui import CSS, build_ui
+    from modules.ui.app_ui import CSS, JS, build_ui
     from modules.ui.extensions_ui import page_css, page_js
 
     demo = build_ui(ctx)
@@ -146,7 +155,7 @@ def main(argv: list[str]) -> int:
     log.info("Open http://%s:%d in your browser.", "127.0.0.1" if server.host == "0.0.0.0" else server.host,
              server.listen_port)
     demo.queue(default_concurrency_limit=8).launch(server_name=server.host, server_port=server.listen_port,
-                                                   css=CSS + page_css(ctx), js=page_js(ctx),
+                                                   css=CSS + page_css(ctx), js=page_js(ctx, JS), auth=credentials,
                                                    inbrowser=False, show_error=True)
     return 0
 

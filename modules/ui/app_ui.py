@@ -19,9 +19,9 @@ from modules.ui import extensions_ui
 from modules.ui.sessions import CancelRegistry
 
 CSS = """
-#chat { flex-grow: 1; }
 footer { display: none !important; }
-"""
+""" + chat_page.CSS
+JS = chat_page.SHORTCUTS_JS  # launch(js=...): keyboard shortcuts
 
 
 # (title, tab id, module with build(ui) and wire(ui)), after the Chat tab.
