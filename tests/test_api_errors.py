@@ -126,6 +126,7 @@ def test_malformed_json_and_non_objects_are_400(http):
 
 def test_bad_completion_requests_are_400(http):
     assert_error(http.post("/v1/completions", json={"prompt": ["a", "b"]}), 400, param="prompt")
+    assert_error(http.post("/v1/completions", json={"prompt": ""}), 400, param="prompt")
     assert_error(http.post("/v1/completions", json={"prompt": "a", "suffix": "b"}), 400, param="suffix")
     assert_error(http.post("/v1/completions", json={"prompt": 5}), 400, param="prompt")
     assert_error(http.post("/v1/internal/decode", json={"tokens": ["a"]}), 400, param="tokens.0")

@@ -165,6 +165,8 @@ def completion_job(ctx: Context, body: CompletionBody) -> ReplyJob:
     if len(prompts) != 1:
         raise ApiError(400, "Send one prompt per request (a string, or a list with one string).", param="prompt",
                        code="invalid_value")
+    if not prompts[0]:
+        raise ApiError(400, "The prompt is empty: send some text to complete.", param="prompt", code="invalid_value")
     if body.suffix:
         raise ApiError(400, "suffix (fill-in-the-middle) is not supported.", param="suffix", code="invalid_value")
     if body.best_of not in (None, 1):

@@ -1,8 +1,6 @@
 """OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}`` with the right status."""
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,8 +10,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from modules.core.errors import (BadNameError, CorralError, ModelLoadError, NoModelLoadedError, PresetError,
                                  RemoteServerError, TemplateError)
 from modules.core.store.base import NotFoundError
-
-log = logging.getLogger(__name__)
 
 _TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "none", "literal"}
 
@@ -78,7 +74,7 @@ def from_validation_error(err: ValidationError) -> ApiError:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every failure leaves as an OpenAI-shaped body; unexpected ones are logged with their traceback."""
+    """Every failure leaves as an OpenAI-shaped body (unexpected ones are logged by uvicorn)."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, err: ApiError) -> JSONResponse:
@@ -107,6 +103,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception) -> JSONResponse:
-        log.exception("API request failed")
+        # Starlette re-raises after this answer, so uvicorn logs the traceback once.
         return ApiError(500, f"The server failed: {type(err).__name__}: {err}. See the server log.",
                         "server_error").response()
