@@ -365,3 +365,33 @@ def input_modifier(string, state, is_chat=False):
         assert isinstance(seen["generated"], str) and seen["generated"]
     finally:
         ctx.extensions = saved
+
+
+def test_flags_then_settings_file_give_the_hook_order(tmp_path):
+    from app import build_config, parse_args
+
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("extensions: [gamma, alpha]\nalpha-level: 3\n", encoding="utf-8")
+    config = build_config(parse_args(["--extensions", "beta", "alpha", "--settings", str(settings)]), tmp_path)
+    assert config.extensions == ["beta", "alpha", "gamma"]
+    assert config.settings["alpha-level"] == 3
+
+
+def test_the_session_tab_applies_hooks_at_once_and_says_when_a_restart_is_needed(ctx, tmp_path):
+    from modules.core.config import read_settings_file
+    from modules.ui.extensions_ui import apply_selection, status_markdown
+
+    saved_path = ctx.config.settings_path
+    ctx.config.settings_path = tmp_path / "settings.yaml"
+    try:
+        message = apply_selection(ctx, ["flexible"], had_ui=set())
+        assert ctx.extensions.enabled == ["flexible"] and "Restart" not in message
+        assert prepare_text(ctx, "abc", GREEDY).request.prompt == "ABC"  # applied without a restart
+        message = apply_selection(ctx, ["flexible", "recorder", "needs_pkg"], had_ui=set())
+        assert ctx.extensions.enabled == ["flexible", "recorder"]
+        assert "Restart Corral to see the controls" in message and "Recorder" in message
+        assert "needs_pkg" in status_markdown(ctx) and "pip install -r" in status_markdown(ctx)
+        assert read_settings_file(ctx.config.settings_path)["extensions"] == ["flexible", "recorder"]
+    finally:
+        ctx.extensions.enable(ctx, [])
+        ctx.config.settings_path = saved_path

@@ -10,7 +10,10 @@ from typing import Any
 
 import gradio as gr
 
+from modules.core.config import read_settings_file
 from modules.core.context import Context
+from modules.core.errors import CorralError
+from modules.core.settings_file import write_settings_file
 from modules.core.extensions import LoadedExtension, Notice
 
 SHARED_COMPONENTS = ("chat_id",)  # what extensions may use as event inputs (extension_api.ui_component)
@@ -95,11 +98,23 @@ def apply_selection(ctx: Context, names: list[str], had_ui: set[str]) -> str:
         builds_page = any(ext.hook(h) for h in ("ui", "custom_css", "custom_js"))
         if name not in before and builds_page and name not in had_ui:
             page_bound.append(ext.display_name)
-    message = [status_markdown(ctx), "Hooks of the enabled extensions apply from the next reply."]
+    message = [status_markdown(ctx), "Hooks of the enabled extensions apply from the next reply.",
+               remember(ctx, enabled)]
     if page_bound:
         message.append(f"🔁 Restart Corral to see the controls or styles of: {', '.join(page_bound)} "
                        "(Gradio cannot add components to a page that is already built).")
     return "\n\n".join(message)
+
+
+def remember(ctx: Context, enabled: list[str]) -> str:
+    """Keep the list in the settings file (``extensions:``) so the next start enables the same."""
+    path = ctx.config.settings_path or (ctx.config.user_data_dir / "settings.yaml")
+    try:
+        existing = read_settings_file(path) if path.is_file() else {}
+        write_settings_file(path, {**existing, "extensions": list(enabled)})
+    except CorralError as err:
+        return f"⚠️ The list was applied but not saved: {err}"
+    return f"Saved to `{path}`: the next start enables the same extensions."
 
 
 def build_manager(ui: Any) -> None:

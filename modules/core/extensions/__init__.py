@@ -89,7 +89,7 @@ class ExtensionManager:
         parts = []
         for ext, fn in hooks.with_hook(hook):
             ok, text = hooks.call(ext, hook, fn, [])
-            if ok and isinstance(text, str):
+            if ok and isinstance(text, str) and text.strip():
                 parts.append(f"/* extension {ext.name} */\n{text}")
             elif ok and text is not None:
                 hooks.misbehaved(ext, hook, "it must return text.")
