@@ -33,8 +33,12 @@ def stats_text(progress: Progress) -> str:
     return "\n\n".join([line, *(f"⚠️ {w}" for w in dict.fromkeys(progress.warnings))])
 
 
-def run_reply(ui: Any, data: dict, request: gr.Request, starter: Starter, into_message: bool = False) -> Iterator[tuple]:
-    """Stream one reply into the Chatbot (or the message box), then redraw the stored chat."""
+def run_reply(ui: Any, data: dict, request: gr.Request, starter: Starter, into_message: bool = False,
+              on_error: Callable[[Conversation, "int | None"], dict] | None = None) -> Iterator[tuple]:
+    """Stream one reply into the Chatbot (or the message box), then redraw the stored chat.
+
+    ``on_error`` tidies up after a failed turn and returns extra output values.
+    """
     c, session = ui.components, request.session_hash
     cancel = ui.cancels.begin(session)
     if cancel is None:
@@ -58,8 +62,10 @@ def run_reply(ui: Any, data: dict, request: gr.Request, starter: Starter, into_m
         yield frame(**done, stats=stats_text(last) if last else "")
     except CorralError as err:
         gr.Warning(str(err))
-        done = view(conv, chat_id, None, data[c["search"]]) if conv and chat_id is not None else {}
-        yield frame(**done, stats=f"⚠️ {err}")
+        extra = on_error(conv, chat_id) if on_error and conv else {}
+        chat_id = extra.pop("chat_id", chat_id)
+        done = view(conv, chat_id, None, data[c["search"]]) if conv else {}
+        yield frame(**{**done, **extra, "stats": f"⚠️ {err}"})
     finally:
         ui.cancels.end(session, cancel)
 
@@ -86,12 +92,24 @@ def wire(ui: Any) -> None:
             yield frame()
             return
 
+        created: list[int] = []
+
         def starter(conv, chat_id, setup, cancel):
             if chat_id is None:
                 _, character = turn_setup(ui, conv.user, data)
                 chat_id = conv.new_chat(setup.settings, character)
+                created.append(chat_id)
             base = [*_shown(conv, chat_id), {"role": "user", "content": text}]
             return chat_id, base, conv.send(chat_id, text, setup, cancel)
+
+        def on_error(conv: Conversation, chat_id: int | None) -> dict:
+            """Nothing stored: drop the chat made for this message and give the text back to edit."""
+            messages = conv.messages(chat_id) if chat_id is not None else []
+            if chat_id in created and not any(m["role"] == "user" for m in messages):
+                conv.store.delete_chat(conv.user, chat_id)
+                return {"chat_id": None, "message": text}
+            stored = [m["visible"] for m in messages if m["role"] == "user"]
+            return {} if stored and stored[-1] == text else {"message": text}
 
         if ui.cancels.running(request.session_hash):
             gr.Warning(BUSY)
@@ -99,7 +117,7 @@ def wire(ui: Any) -> None:
             return
         shown = _shown(Conversation(ui.ctx, user_of(request)), data[c["chat_id"]])
         yield frame(message="", chatbot=[*shown, {"role": "user", "content": text}], stats="writing…")
-        yield from run_reply(ui, data, request, starter)
+        yield from run_reply(ui, data, request, starter, on_error=on_error)
 
     def regenerate(data: dict, request: gr.Request):
         def starter(conv, chat_id, setup, cancel):

@@ -113,7 +113,7 @@ def wire(ui: Any) -> None:
                 raise CorralError(BUSY)
             path = data[c["import_chat"]]
             chat_id = conv.store.import_chat(conv.user, read_import(path), None)
-            return frame(**view(conv, chat_id, None, search_of(data), opening=True), stats="Imported.")
+            return frame(**{**view(conv, chat_id, None, search_of(data), opening=True), "stats": "Imported."})
         except CorralError as err:
             gr.Warning(str(err))
             return frame(stats=f"⚠️ {err}")
