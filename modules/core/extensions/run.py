@@ -32,6 +32,7 @@ class PreparedGeneration:
     visible_text: str | None = None  # chat: the user message as shown, after chat_input_modifier
     original_question: str = ""  # the user's message (chat) or prompt (text) before any hook
     reply_prefix: str = ""  # shown text the reply starts with ("start reply with", a continued reply)
+    lstrip_reply: bool = False  # the shown reply drops the model's leading spaces (when there is no prefix)
 
     @property
     def notices(self) -> list[Notice]:
@@ -63,7 +64,10 @@ class Generation:
 
     @property
     def reply(self) -> str:
-        return self.prepared.reply_prefix + self.text
+        """The whole reply as shown before output_modifier: the prefix, then the generated text."""
+        prefix = self.prepared.reply_prefix
+        strip = self.prepared.lstrip_reply and not prefix
+        return prefix + (self.text.lstrip() if strip else self.text)
 
     @property
     def shown(self) -> str:
