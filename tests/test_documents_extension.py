@@ -55,6 +55,7 @@ def test_splitting_keeps_sections_apart():
     chunks = split_text(NOTES, size=200)
     assert any("7731" in c for c in chunks) and all(len(c) <= 200 for c in chunks)
     assert not any("kite" in c and "7731" in c for c in chunks)
+    assert not any(c.strip() == "# Notes on Zorbland" for c in chunks)  # a lone heading joins its text
 
 
 def test_the_answer_comes_from_the_attached_file(ctx, tmp_path):

@@ -32,7 +32,7 @@ def split_text(text: str, size: int = 600) -> list[str]:
     chunks: list[str] = []
     current = ""
     for block in _blocks(text, size):
-        starts_section = bool(HEADING.match(block))
+        starts_section = bool(HEADING.match(block)) and not _only_headings(current)
         if current and (starts_section or len(current) + 2 + len(block) > size):
             chunks.append(current)
             current = ""
@@ -40,6 +40,12 @@ def split_text(text: str, size: int = 600) -> list[str]:
     if current:
         chunks.append(current)
     return chunks
+
+
+def _only_headings(text: str) -> bool:
+    """True for a chunk of nothing but headings: it stays with the text that follows it."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return bool(lines) and all(HEADING.match(line) for line in lines)
 
 
 def _blocks(text: str, size: int) -> list[str]:
@@ -109,8 +115,12 @@ def attach(store: Any, user: str, chat_id: int, name: str, text: str, embedder: 
 
 
 def closest_chunks(store: Any, user: str, chat_id: int, question: str, embedder: Embedder,
-                   top_k: int = 3, min_score: float = 0.2) -> list[Match]:
-    """The ``top_k`` chunks of the chat's documents most similar to ``question`` (cosine), best first."""
+                   top_k: int = 3, min_score: float = 0.2, margin: float = 0.3) -> list[Match]:
+    """Up to ``top_k`` chunks of the chat's documents most similar to ``question`` (cosine), best first.
+
+    A chunk must score at least ``min_score`` and be within ``margin`` of the best one: a
+    small model answers better from one clearly relevant excerpt than from several loose ones.
+    """
     rows = [row for row in store.chunks_for_chat(user, chat_id) if row[1]]
     if not rows or not question.strip():
         return []
@@ -118,11 +128,12 @@ def closest_chunks(store: Any, user: str, chat_id: int, question: str, embedder:
     query = embedder.embed([question])[0]  # [384]
     scores = matrix @ query  # [N]: cosine, as both sides are normalised
     order = np.argsort(-scores)[:top_k]
-    return [Match(float(scores[i]), rows[i][0], rows[i][2]) for i in order if scores[i] >= min_score]
+    floor = max(min_score, float(scores[order[0]]) - margin)
+    return [Match(float(scores[i]), rows[i][0], rows[i][2]) for i in order if scores[i] >= floor]
 
 
 def with_context(question: str, matches: list[Match]) -> str:
-    """The user's message with the matching excerpts before it, in document order of relevance."""
+    """The user's message with the matching excerpts before it, the best one last (nearest the question)."""
     names = ", ".join(dict.fromkeys(m.document for m in matches))
-    excerpts = "\n\n".join(m.text for m in matches)
+    excerpts = "\n\n".join(m.text for m in reversed(matches))
     return f'Context from the attached file {names}:\n"""\n{excerpts}\n"""\n\n{question}'

@@ -23,6 +23,7 @@ params = {
     "is_tab": False,
     "top_k": 3,
     "min_score": 0.2,
+    "score_margin": 0.3,
     "chunk_chars": 600,
 }
 
@@ -39,8 +40,8 @@ def input_modifier(string, state, is_chat=False):
     user = state.get("user") or DEFAULT_USER
     if not store.list_documents(user, int(chat_id)):
         return string
-    matches = closest_chunks(store, user, int(chat_id), string, embedder,
-                             int(params["top_k"]), float(params["min_score"]))
+    matches = closest_chunks(store, user, int(chat_id), string, embedder, int(params["top_k"]),
+                             float(params["min_score"]), float(params["score_margin"]))
     if not matches:
         return string
     log.info("documents: %d excerpt(s) added for chat %s (best score %.2f)", len(matches), chat_id, matches[0].score)
