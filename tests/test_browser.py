@@ -302,6 +302,18 @@ def test_switch_to_a_second_model_and_chat(alice, shot):
     shot(alice, "tiny-model-reply")
 
 
+def test_keyboard_shortcuts_continue_and_regenerate(alice, shot):
+    before = texts(alice, "bot")[-1]
+    box = alice.locator("#message textarea")
+    act(alice, lambda: box.press("Alt+Enter"))  # continue
+    continued = texts(alice, "bot")[-1]
+    assert continued.startswith(before.rstrip()[:20]) and len(continued) > len(before)
+    assert box.input_value() == "" and texts(alice, "user") == ["Hello there"]  # nothing was sent
+    act(alice, lambda: box.press("Control+Enter"))  # regenerate
+    assert alice.locator("#version-label").inner_text().strip() == "version 2/2"
+    shot(alice, "shortcuts")
+
+
 def test_reload_the_page_and_find_the_chats(alice, shot, stopped: dict):
     alice.reload()
     alice.wait_for_selector("#message textarea")

@@ -23,7 +23,8 @@ CSS = """
 #chat-sidebar { max-width: 300px; }
 #chat-list { max-height: 55vh; overflow-y: auto; }
 #chat-list label { width: 100%; }
-#chat-main { max-width: 980px; margin: 0 auto; }
+#chat-main { max-width: 980px; margin: 0 auto; min-width: 0 !important; }
+#chat pre { max-width: 100%; overflow-x: auto; }
 #chat-tools { gap: 6px; flex-wrap: wrap; }
 #chat-tools > * { flex: 0 0 auto !important; width: auto !important; min-width: 0 !important; }
 #version-label { align-self: center; padding: 0 !important; }
@@ -33,7 +34,9 @@ CSS = """
 @media (max-width: 720px) {
   #chat-page { flex-direction: column; }
   #chat-sidebar { order: 2; max-width: none; }
-  #chat-main { order: 1; }
+  #chat-main { order: 1; width: 100%; max-width: 100%; }
+  #composer { flex-wrap: wrap; }
+  #composer #message { flex: 1 1 100% !important; }
   #chat { height: 62vh !important; }
 }
 """
