@@ -184,8 +184,12 @@ def test_chat_mode_opens_with_the_characters_greeting_and_uses_its_context(ctx, 
     assert ctx.store.get_chat("alice", chat_id)["character"] == "Captain"
     request, _ = chat_request(ctx, prompt_history(conv.messages(chat_id)), Turn(user_message="Hi"), settings, GREEDY)
     assert request.prompt.startswith("Captain is a pirate captain.") and "Captain: Ahoy, Ann!" in request.prompt
-    final = drain(conv.send(chat_id, "Where are we sailing?", TurnSetup(settings, GREEDY), threading.Event()))[-1]
+    setup = TurnSetup(settings, GREEDY, character_name="Captain")
+    final = drain(conv.send(chat_id, "Where are we sailing?", setup, threading.Event()))[-1]
     assert "Ann:" not in final.text and conv.messages(chat_id)[-1]["content"] == final.text
+    drain(conv.send(chat_id, "Thanks.", TurnSetup(ChatSettings(mode="instruct"), GREEDY), threading.Event()))
+    chat = ctx.store.get_chat("alice", chat_id)
+    assert (chat["mode"], chat["character"]) == ("instruct", None)  # the chat remembers how it was last used
 
 
 def test_characters_come_from_files_too_and_bad_names_are_refused(ctx):

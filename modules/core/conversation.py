@@ -43,6 +43,7 @@ class TurnSetup:
     format_name: str | None = None  # None: the loaded model's own format
     start_reply_with: str = ""
     state: dict[str, Any] = field(default_factory=dict)  # the controls' values: extensions' ``state``
+    character_name: str | None = None  # the chosen character's stored name (chat modes)
 
 
 @dataclass
@@ -168,6 +169,9 @@ class Conversation:
                                visible=prepared.visible_text or text)
         if chat["title"] == DEFAULT_TITLE and not any(m["role"] == "user" for m in chat["messages"]):
             self.store.rename_chat(self.user, chat_id, title_from(text))
+        used = (setup.settings.mode, setup.character_name if setup.settings.mode != "instruct" else None)
+        if (chat["mode"], chat["character"]) != used:  # reopening the chat restores what it is used with
+            self.store.set_chat_mode(self.user, chat_id, *used)
         yield from self._new_reply(chat_id, setup, cancel, prepared)
 
     def regenerate(self, chat_id: int, setup: TurnSetup, cancel: threading.Event) -> Iterator[Progress]:

@@ -93,4 +93,4 @@ def turn_setup(ui: Any, user: str, data: dict) -> tuple[TurnSetup, str | None]:
     name = name if isinstance(name, str) and name.strip() and name != "None" else None
     settings = chat_settings(state, load_character(ui.ctx, user, name))
     fmt = state.get("instruction_format") or ui.ctx.config.instruction_format
-    return TurnSetup(settings, params, fmt or None, state.get("start_reply_with") or "", state), name
+    return TurnSetup(settings, params, fmt or None, state.get("start_reply_with") or "", state, name), name

@@ -95,6 +95,15 @@ class ChatsMixin(StoreBase):
             self._owned_chat(conn, user_id, chat_id)
             conn.execute("UPDATE chats SET title = ?, updated_at = ? WHERE id = ?", (title, now(), chat_id))
 
+    def set_chat_mode(self, user: str, chat_id: int, mode: str, character: str | None) -> None:
+        """Record the mode (and character) the chat is now used with, so reopening it restores them."""
+        character = check_name(character, "character") if character is not None else None
+        user_id = self.ensure_user(user)
+        with self._write() as conn:
+            self._owned_chat(conn, user_id, chat_id)
+            conn.execute("UPDATE chats SET mode = ?, character = ? WHERE id = ?",
+                         (check_mode(mode), character, chat_id))
+
     def delete_chat(self, user: str, chat_id: int) -> None:
         """Deletes the chat with its messages, versions and documents (foreign-key cascade)."""
         user_id = self.ensure_user(user)
