@@ -193,7 +193,7 @@ def chat_titles(page) -> list[str]:
 
 def open_chat(page, title: str, first_question: str) -> None:
     """Click a chat in the list and wait until its messages are shown."""
-    page.locator("#chat-list label", has_text=title).first.click()
+    page.locator("#chat-list").get_by_text(title, exact=True).click()
     page.wait_for_function("q => { const u = document.querySelector('#chat [data-testid=user]');"
                            " return u && u.innerText.trim() === q; }", arg=first_question)
 
@@ -249,6 +249,25 @@ def test_regenerate_and_page_between_versions(alice, shot):
     alice.wait_for_function("() => document.querySelector('#version-label').innerText.trim() === 'version 2/2'")
     assert texts(alice, "bot")[-1] == second
     alice.locator("#start-reply-with textarea").fill("")
+
+
+def test_pick_a_message_and_branch_from_it(alice, shot):
+    label = alice.locator("#version-label")
+    alice.locator("#chat [data-testid=user]").first.click()  # one version: no pager
+    label.wait_for(state="hidden")
+    alice.locator("#chat [data-testid=bot]").first.click()
+    label.wait_for(state="visible")
+    assert label.inner_text().strip() == "version 2/2"
+    alice.locator("#chat [data-testid=user]").first.click()
+    label.wait_for(state="hidden")
+    alice.locator("#branch").click()
+    alice.wait_for_function("() => document.querySelectorAll('#chat-list label').length === 2")
+    alice.wait_for_function("() => document.querySelectorAll('#chat [data-testid=bot]').length === 0")
+    assert texts(alice, "user") == ["What is the capital of France?"]
+    assert "What is the capital of France? (branch)" in chat_titles(alice)
+    shot(alice, "branched")
+    open_chat(alice, "What is the capital of France?", "What is the capital of France?")
+    alice.wait_for_function("() => document.querySelectorAll('#chat [data-testid=bot]').length === 1")
 
 
 def test_edit_a_message_and_regenerate_from_there(alice, shot):
@@ -317,10 +336,11 @@ def test_keyboard_shortcuts_continue_and_regenerate(alice, shot):
 def test_reload_the_page_and_find_the_chats(alice, shot, stopped: dict):
     alice.reload()
     alice.wait_for_selector("#message textarea")
-    alice.wait_for_function("() => document.querySelectorAll('#chat-list label').length === 3")
+    alice.wait_for_function("() => document.querySelectorAll('#chat-list label').length === 4")
     titles = chat_titles(alice)
-    assert titles == ["Hello there", "Tell a long story about a knight.",
-                      "What is the capital of France?"]
+    assert titles[0] == "Hello there"  # newest first
+    assert sorted(titles) == ["Hello there", "Tell a long story about a knight.", "What is the capital of France?",
+                              "What is the capital of France? (branch)"]
     assert texts(alice, "user") == ["Hello there"]  # the most recent chat is open again
     open_chat(alice, "Tell a long story about a knight.", "Tell a long story about a knight.")
     assert texts(alice, "bot") == [stopped["text"]]
@@ -340,6 +360,6 @@ def test_two_users_see_separate_chats(browser, app_url, alice, shot):
     finally:
         bob.context.close()
     alice.reload()
-    alice.wait_for_function("() => document.querySelectorAll('#chat-list label').length === 3")
+    alice.wait_for_function("() => document.querySelectorAll('#chat-list label').length === 4")
     assert "Bob's own question" not in chat_titles(alice)
     shot(alice, "alice-again")

@@ -17,16 +17,18 @@ from modules.ui.chat_render import chat_choices, chatbot_value, pager_label, pag
 from modules.ui.state import SAMPLER_KEYS, chat_settings, sampler_params
 
 OUTPUTS = ("chatbot", "message", "stats", "chat_id", "chat_list", "title", "version_prev", "version_label",
-           "version_next", "selected", "mode", "confirm_box", "export_file")
+           "version_next", "selected", "mode", "character", "confirm_box", "export_file")
+SETTING_OUTPUTS = ("mode", "character")  # other tabs' controls that follow the opened chat
 BUSY = "A reply is still being written in this tab. Wait for it, or press Stop first."
 
 
 def outputs(ui: Any) -> list[Any]:
-    """The output components; "mode" is the Parameters tab's control, or a stand-in without that tab."""
+    """The output components; "mode" and "character" are other tabs' controls, or stand-ins without them."""
     c = ui.components
-    if "mode_output" not in c:
-        c["mode_output"] = ui.controls.get("mode") or gr.State(None)
-    return [c["mode_output"] if key == "mode" else c[key] for key in OUTPUTS]
+    for key in SETTING_OUTPUTS:
+        if f"{key}_output" not in c:
+            c[f"{key}_output"] = ui.controls.get(key) or gr.State(None)
+    return [c[f"{key}_output"] if key in SETTING_OUTPUTS else c[key] for key in OUTPUTS]
 
 
 def frame(**values: Any) -> tuple:
@@ -57,6 +59,8 @@ def view(conv: Conversation, chat_id: int | None, selected: int | None = None, s
         values.update(_pager(pager_label(messages, pager_target(messages, selected))))
         if opening:
             values["mode"] = chat["mode"]
+            if chat["character"]:
+                values["character"] = chat["character"]
     if opening:
         values.update(stats="", confirm_box=gr.update(visible=False), export_file=gr.update(visible=False, value=None))
     return values
