@@ -16,9 +16,9 @@ import gradio as gr
 
 from modules.core.conversation import Conversation
 from modules.core.errors import CorralError
-from modules.ui.auth import user_of
 from modules.ui.chat_render import chat_choices, export_file_name
-from modules.ui.chat_view import BUSY, frame, outputs, turn_setup, view
+from modules.ui.chat_tools import guarded
+from modules.ui.chat_view import outputs, turn_setup, view
 
 
 def most_recent(conv: Conversation) -> int | None:
@@ -47,94 +47,83 @@ def read_import(path: str) -> Any:
         raise CorralError(f"This chat file cannot be imported: it is not JSON ({err}).") from None
 
 
+def _search(ui: Any, data: dict) -> str:
+    return data[ui.components["search"]] or ""
+
+
+def on_load(ui: Any, conv: Conversation, data: dict) -> dict:
+    """A (re)loaded page opens the user's most recent chat."""
+    return view(conv, most_recent(conv), None, _search(ui, data), opening=True)
+
+
+def new_chat(ui: Any, conv: Conversation, data: dict) -> dict:
+    """A fresh chat, stored at the first message; in a chat mode with a greeting, at once, greeting first."""
+    setup, character = turn_setup(ui, conv.user, data)
+    chat_id = None
+    if setup.settings.mode != "instruct" and setup.settings.character.greeting.strip():
+        chat_id = conv.new_chat(setup.settings, character)
+    return view(conv, chat_id, None, _search(ui, data), opening=True)
+
+
+def open_chat(ui: Any, conv: Conversation, data: dict) -> dict:
+    chosen = data[ui.components["chat_list"]]
+    return view(conv, int(chosen) if chosen is not None else None, None, _search(ui, data), opening=True)
+
+
+def search(ui: Any, conv: Conversation, data: dict) -> dict:
+    chats = conv.store.list_chats(conv.user, _search(ui, data) or None)
+    return {"chat_list": gr.update(choices=chat_choices(chats), value=data[ui.components["chat_id"]])}
+
+
+def rename(ui: Any, conv: Conversation, data: dict) -> dict:
+    c = ui.components
+    chat_id = _open(data[c["chat_id"]])
+    conv.store.rename_chat(conv.user, chat_id, data[c["title"]] or "")
+    return {**view(conv, chat_id, data[c["selected"]], _search(ui, data)), "stats": "Renamed."}
+
+
+def ask_delete(ui: Any, conv: Conversation, data: dict) -> dict:
+    _open(data[ui.components["chat_id"]])
+    return {"confirm_box": gr.update(visible=True)}
+
+
+def delete(ui: Any, conv: Conversation, data: dict) -> dict:
+    conv.store.delete_chat(conv.user, _open(data[ui.components["chat_id"]]))
+    return {**view(conv, most_recent(conv), None, _search(ui, data), opening=True), "stats": "Chat deleted."}
+
+
+def export(kind: str) -> Callable[[Any, Conversation, dict], dict]:
+    def action(ui: Any, conv: Conversation, data: dict) -> dict:
+        path = write_export(conv, _open(data[ui.components["chat_id"]]), kind)
+        return {"export_file": gr.update(value=str(path), visible=True)}
+    return action
+
+
+def import_chat(ui: Any, conv: Conversation, data: dict) -> dict:
+    chat_id = conv.store.import_chat(conv.user, read_import(data[ui.components["import_chat"]]), None)
+    return {**view(conv, chat_id, None, _search(ui, data), opening=True), "stats": "Imported."}
+
+
 def wire(ui: Any) -> None:
     c = ui.components
     inputs = {c["chat_id"], c["selected"], c["search"], c["title"], *ui.controls.values()}
-    outs = outputs(ui)
-
-    def handler(action: Callable[[Conversation, dict], dict], switches: bool = True) -> Callable:
-        """Run ``action`` for the signed-in user; errors become a warning and a status line."""
-        def run(data: dict, request: gr.Request):
-            conv = Conversation(ui.ctx, user_of(request))
-            try:
-                if switches and ui.cancels.running(request.session_hash):
-                    raise CorralError(BUSY)
-                return frame(**action(conv, data))
-            except CorralError as err:
-                gr.Warning(str(err))
-                return frame(stats=f"⚠️ {err}")
-        return run
-
-    def search_of(data: dict) -> str:
-        return data[c["search"]] or ""
-
-    def on_load(conv: Conversation, data: dict) -> dict:
-        return view(conv, most_recent(conv), None, search_of(data), opening=True)
-
-    def new_chat(conv: Conversation, data: dict) -> dict:
-        """A fresh chat; in a chat mode with a greeting it is stored at once, greeting first."""
-        setup, character = turn_setup(ui, conv.user, data)
-        chat_id = None
-        if setup.settings.mode != "instruct" and setup.settings.character.greeting.strip():
-            chat_id = conv.new_chat(setup.settings, character)
-        return view(conv, chat_id, None, search_of(data), opening=True)
-
-    def open_chat(conv: Conversation, data: dict) -> dict:
-        chosen = data[c["chat_list"]]
-        return view(conv, int(chosen) if chosen is not None else None, None, search_of(data), opening=True)
-
-    def search(conv: Conversation, data: dict) -> dict:
-        chats = conv.store.list_chats(conv.user, search_of(data) or None)
-        return {"chat_list": gr.update(choices=chat_choices(chats), value=data[c["chat_id"]])}
-
-    def rename(conv: Conversation, data: dict) -> dict:
-        chat_id = _open(data[c["chat_id"]])
-        conv.store.rename_chat(conv.user, chat_id, data[c["title"]] or "")
-        return {**view(conv, chat_id, data[c["selected"]], search_of(data)), "stats": "Renamed."}
-
-    def ask_delete(conv: Conversation, data: dict) -> dict:
-        _open(data[c["chat_id"]])
-        return {"confirm_box": gr.update(visible=True)}
-
-    def delete(conv: Conversation, data: dict) -> dict:
-        conv.store.delete_chat(conv.user, _open(data[c["chat_id"]]))
-        return {**view(conv, most_recent(conv), None, search_of(data), opening=True), "stats": "Chat deleted."}
-
-    def export(kind: str) -> Callable[[Conversation, dict], dict]:
-        def action(conv: Conversation, data: dict) -> dict:
-            path = write_export(conv, _open(data[c["chat_id"]]), kind)
-            return {"export_file": gr.update(value=str(path), visible=True)}
-        return action
-
-    def import_chat(data: dict, request: gr.Request):
-        conv = Conversation(ui.ctx, user_of(request))
-        try:
-            if ui.cancels.running(request.session_hash):
-                raise CorralError(BUSY)
-            path = data[c["import_chat"]]
-            chat_id = conv.store.import_chat(conv.user, read_import(path), None)
-            return frame(**{**view(conv, chat_id, None, search_of(data), opening=True), "stats": "Imported."})
-        except CorralError as err:
-            gr.Warning(str(err))
-            return frame(stats=f"⚠️ {err}")
-
-    quick = {"show_progress": "hidden"}
-    list_inputs = {*inputs, c["chat_list"]}
+    outs, quick = outputs(ui), {"show_progress": "hidden"}
     if "app" in c:
-        c["app"].load(handler(on_load, switches=False), inputs, outs, api_name="chat_load", **quick)
+        c["app"].load(guarded(ui, on_load, mid_reply=True), inputs, outs, api_name="chat_load", **quick)
         c["app"].load(who_is, None, c["who"], api_visibility="private", **quick)
-    c["new_chat"].click(handler(new_chat), inputs, outs, api_name="chat_new", **quick)
-    c["chatbot"].clear(handler(new_chat), inputs, outs, api_visibility="private", **quick)  # its trash icon
-    c["chat_list"].input(handler(open_chat), list_inputs, outs, api_name="chat_open", **quick)
-    c["search"].change(handler(search, switches=False), inputs, outs, api_name="chat_search", **quick)
-    c["rename"].click(handler(rename, switches=False), inputs, outs, api_name="chat_rename", **quick)
-    c["title"].submit(handler(rename, switches=False), inputs, outs, api_visibility="private", **quick)
-    c["delete"].click(handler(ask_delete), inputs, outs, api_visibility="private", **quick)
+    c["new_chat"].click(guarded(ui, new_chat), inputs, outs, api_name="chat_new", **quick)
+    c["chatbot"].clear(guarded(ui, new_chat), inputs, outs, api_visibility="private", **quick)  # its trash icon
+    c["chat_list"].input(guarded(ui, open_chat), {*inputs, c["chat_list"]}, outs, api_name="chat_open", **quick)
+    c["search"].change(guarded(ui, search, mid_reply=True), inputs, outs, api_name="chat_search", **quick)
+    c["rename"].click(guarded(ui, rename, mid_reply=True), inputs, outs, api_name="chat_rename", **quick)
+    c["title"].submit(guarded(ui, rename, mid_reply=True), inputs, outs, api_visibility="private", **quick)
+    c["delete"].click(guarded(ui, ask_delete), inputs, outs, api_visibility="private", **quick)
     c["delete_cancel"].click(lambda: gr.update(visible=False), None, c["confirm_box"], api_visibility="private")
-    c["delete_confirm"].click(handler(delete), inputs, outs, api_name="chat_delete", **quick)
-    c["export_json"].click(handler(export("json"), False), inputs, outs, api_name="chat_export_json", **quick)
-    c["export_md"].click(handler(export("md"), False), inputs, outs, api_name="chat_export_markdown", **quick)
-    c["import_chat"].upload(import_chat, {*inputs, c["import_chat"]}, outs, api_name="chat_import", **quick)
+    c["delete_confirm"].click(guarded(ui, delete), inputs, outs, api_name="chat_delete", **quick)
+    for kind, name in (("json", "chat_export_json"), ("md", "chat_export_markdown")):
+        c[f"export_{kind}"].click(guarded(ui, export(kind), mid_reply=True), inputs, outs, api_name=name, **quick)
+    c["import_chat"].upload(guarded(ui, import_chat), {*inputs, c["import_chat"]}, outs, api_name="chat_import",
+                            **quick)
 
 
 def who_is(request: gr.Request) -> Any:

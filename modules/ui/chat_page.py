@@ -1,14 +1,15 @@
 """The Chat tab: past chats beside a streaming chat column (layout, events and history in their own files).
 
 ``build`` lays it out (:mod:`chat_layout`); ``wire`` connects the turns
-(:mod:`chat_events`) and the chat list (:mod:`chat_history`) once every tab
-exists, so other tabs' settings are inputs of every turn.
+(:mod:`chat_events`), the quick tools (:mod:`chat_tools`) and the chat list
+(:mod:`chat_history`) once every tab exists, so other tabs' settings are
+inputs of every turn.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from modules.ui import chat_events, chat_history, chat_layout
+from modules.ui import chat_events, chat_history, chat_layout, chat_tools
 
 CSS = chat_layout.CSS
 
@@ -42,4 +43,5 @@ def build(ui: Any) -> None:
 def wire(ui: Any) -> None:
     """Events of the chat tab; run after every tab is built."""
     chat_events.wire(ui)
+    chat_tools.wire(ui)
     chat_history.wire(ui)
