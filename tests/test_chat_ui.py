@@ -145,6 +145,25 @@ def test_regenerate_pages_versions_and_branches(app):
     assert [v["content"] for v in branch["messages"][1]["versions"]] == [first_reply, second_reply]
 
 
+def test_continue_impersonate_and_remove_last(app):
+    ctx, url = app
+    alice = Session(url, "alice")
+    alice.call("chat_new")
+    short = {"max_new_tokens": 4, "ban_eos_token": True}
+    first = chat_texts(alice.stream("chat_send", {"Message": "List the days of the week.", **short})[-1]["Chat"])
+    longer = alice.stream("chat_continue", short)[-1]
+    continued = chat_texts(longer["Chat"])
+    assert len(continued) == 2 and continued[1][1].startswith(first[1][1]) and len(continued[1][1]) > len(first[1][1])
+    frames = alice.stream("chat_impersonate", {"Message": "Thanks, and", **short})
+    drafted = [f["Message"] for f in frames if isinstance(f["Message"], str)][-1]  # the last frame leaves it be
+    assert drafted.startswith("Thanks, and") and len(drafted) > len("Thanks, and")
+    chat_id = ctx.store.list_chats("alice")[0]["id"]
+    assert len(ctx.store.get_chat("alice", chat_id)["messages"]) == 2  # impersonating stores nothing
+    removed = alice.call("chat_remove_last")
+    assert removed["Message"] == "List the days of the week." and removed["Chat"] == []
+    assert ctx.store.get_chat("alice", chat_id)["messages"] == []
+
+
 def test_rename_search_export_import_and_delete(app, tmp_path: Path):
     ctx, url = app
     alice = Session(url, "alice")
