@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -106,23 +107,26 @@ WORKERS = {"plain": worker_plain, "engine": worker_engine}
 
 
 # -- parent ----------------------------------------------------------------------------
-def measure(kind: str, folder: Path, dtype: str, tokens: int) -> dict:
+def measure(kind: str, folder: Path, dtype: str, tokens: int, threads: int) -> dict:
     """Run one worker in a fresh interpreter and read its JSON line."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--model-dir", str(folder),
            "--dtypes", dtype, "--tokens", str(tokens)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"{kind} {dtype} worker failed:\n{done.stderr[-3000:]}")
     return json.loads(lines[-1])
 
 
-def compare(folder: Path, dtype: str, tokens: int, rounds: int) -> dict:
+def compare(folder: Path, dtype: str, tokens: int, rounds: int, threads: int) -> dict:
     results: dict[str, list[dict]] = {"plain": [], "engine": []}
     for round_ in range(rounds):
         order = ("plain", "engine") if round_ % 2 == 0 else ("engine", "plain")
         for kind in order:
-            results[kind].append(measure(kind, folder, dtype, tokens))
+            results[kind].append(measure(kind, folder, dtype, tokens, threads))
+            print(f"  {dtype} round {round_ + 1}/{rounds} {kind}: {tokens / results[kind][-1]['seconds']:.1f} tok/s",
+                  file=sys.stderr, flush=True)
     summary = {}
     for kind, runs in results.items():
         speeds = [tokens / r["seconds"] for r in runs]
@@ -148,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
     p.add_argument("--tokens", type=int, default=200)
     p.add_argument("--rounds", type=int, default=3, help="fresh processes per side and dtype")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads in the workers (OMP_NUM_THREADS); 0: torch's default. "
+                        "On a machine busy with other work, 1 avoids threads waiting on each other")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not (args.model_dir / "config.json").is_file():
@@ -159,13 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    print(f"bench/engine.py: {args.model_dir.name}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    worst = 1.0
+    threads = args.threads or torch.get_num_threads()
+    print(f"bench/engine.py: {args.model_dir.name}, torch {torch.__version__}, {threads} threads per worker, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    worst = float("inf")
     for dtype in args.dtypes:
-        summary = compare(args.model_dir, dtype, args.tokens, args.rounds)
+        summary = compare(args.model_dir, dtype, args.tokens, args.rounds, args.threads)
         print_summary(dtype, args.tokens, args.rounds, summary)
         worst = min(worst, summary["ratio"])
-    print(f"\nlowest ratio {worst:.3f} (target >= 0.95)")
+    print(f"\nlowest ratio {worst:.3f} (target >= 0.95); load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -134,7 +134,7 @@ class FastDecoder:
     def give_up(self, reason: str) -> None:
         self.failed = reason
         log.warning("Fast decoding turned off for this model, using the normal loop: %s", reason)
-        self.cache = None
+        self.cache, self.cache_size = None, 0
 
     def close(self) -> None:
         """Free the cache and the compiled graphs (their CUDA graph memory pools go with them)."""
@@ -151,12 +151,13 @@ class StaticSteps:
 
     def __init__(self, owner: FastDecoder, cache: StaticCache) -> None:
         self.owner, self.cache = owner, cache
-        self.ids: torch.Tensor | None = None  # every token so far [1, L]: needed to fall back mid-stream
+        self.tokens: list[torch.Tensor] = []  # the prompt [1, L], then each token [1, 1]: to fall back mid-stream
+        self.length = 0  # positions filled
         self.fallback: DynamicSteps | None = None
 
     def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
         self.cache.reset()
-        self.ids = input_ids
+        self.tokens, self.length = [input_ids], input_ids.shape[1]
         model = self.owner.model
         position = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)  # [1, L]
         out = model(input_ids=input_ids, position_ids=position, use_cache=True, logits_to_keep=1,
@@ -166,20 +167,27 @@ class StaticSteps:
     def decode_one_token(self, token: torch.Tensor) -> torch.Tensor:
         if self.fallback is not None:
             return self.fallback.decode_one_token(token)
-        position = torch.full((1, 1), self.ids.shape[1], dtype=torch.long, device=token.device)  # [1, 1]
-        self.ids = torch.cat([self.ids, token], dim=1)
+        position = torch.full((1, 1), self.length, dtype=torch.long, device=token.device)  # [1, 1]
+        self.tokens.append(token)
+        self.length += 1
         if self.owner.usable:
             try:
                 # A CUDA graph's output is overwritten by its next replay: keep a copy.
                 return self.owner._step(self.owner.model, token, position, self.cache, self.owner.cache_arg).clone()
             except Exception as err:  # noqa: BLE001 - any failure of the compiled step means: fall back
-                self.owner.give_up(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}")
+                self.owner.give_up(_reason(err))
         return self._fall_back()
 
     def _fall_back(self) -> torch.Tensor:
         """Carry on with the normal loop: re-read every token so far into a DynamicCache."""
         self.fallback = DynamicSteps(self.owner.model, self.owner.cache_arg)
-        return self.fallback.prefill(self.ids)
+        return self.fallback.prefill(torch.cat(self.tokens, dim=1))  # [1, length]
+
+
+def _reason(err: Exception) -> str:
+    """The exception's type and first line, for the log and the model's details."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def build_fast_decoder(model: torch.nn.Module, cache_arg: str, option: str, context_length: int,
@@ -196,7 +204,7 @@ def build_fast_decoder(model: torch.nn.Module, cache_arg: str, option: str, cont
         decoder = FastDecoder(model, cache_arg, context_length)
         decoder.warm_up()
     except Exception as err:  # noqa: BLE001 - the normal loop always works
-        reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        reason = _reason(err)
         log.warning("Fast decoding is not available for this model, using the normal loop: %s", reason)
         return None, f"off (failed: {reason})"
     return decoder, decoder.description
