@@ -161,8 +161,9 @@ def print_mode(r: dict, bandwidth: float, device: str) -> None:
     ceiling = bandwidth / r["weight_bytes_per_token"]
     plain, engine = r["plain"], r["engine"]
     print(f"\n== {r['mode']} ==")
+    peak = "peak with" if device == "cuda" else "process peak so far, with"
     print(f"  load {r['load_s']:.1f} s; {mem}: {_size(r['before_load'])} before, {_size(r['after_load'])} after load, "
-          f"{_size(r['peak_context'])} peak with a {r['context_tokens']}-token context "
+          f"{_size(r['peak_context'])} {peak} a {r['context_tokens']}-token context "
           f"(first token {r['context']['ttft_s']:.3f} s)")
     print(f"  weights read per token {_size(r['weight_bytes_per_token'])} -> ceiling {ceiling:.1f} tok/s")
     for label, run in (("plain generate", plain), ("our engine", engine), ("fast path", r.get("fast"))):
