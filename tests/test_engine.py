@@ -149,3 +149,12 @@ def test_unsupported_sampler_is_reported_not_ignored(manager):
     params = SamplerParams(max_new_tokens=4, penalty_alpha=0.3)
     deltas = list(manager.engine.generate(GenerationRequest(prompt="Llamas", params=params)))
     assert any("penalty_alpha" in w for w in deltas[0].warnings)
+
+
+def test_an_empty_prompt_is_a_clear_error(manager, tiny_dir):
+    from modules.core.errors import EmptyPromptError
+
+    with pytest.raises(EmptyPromptError, match="empty"):
+        list(manager.engine.generate(GenerationRequest(prompt="", params=GREEDY, input_ids=[])))
+    _, ids, _ = run(manager.engine, GenerationRequest(prompt="Llamas", params=GREEDY.replace(max_new_tokens=3)))
+    assert ids  # the queue was released: the next request runs

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from modules.core.errors import CancelledError, NoModelLoadedError
+from modules.core.errors import CancelledError, EmptyPromptError, NoModelLoadedError
 from modules.core.loaders.base import Backend
 from modules.core.sampling import SamplerParams, unsupported_parameters
 from modules.core.streaming import IncrementalDecoder, StopStringFilter
@@ -195,6 +195,8 @@ class Engine:
         if backend.streams_text:
             return None, 0
         ids = request.input_ids if request.input_ids is not None else backend.encode(request.prompt)
+        if not ids:
+            raise EmptyPromptError("The prompt is empty: write something for the model to continue.")
         limit = self._prompt_limit(backend, request.params)
         if len(ids) <= limit:
             return ids, 0

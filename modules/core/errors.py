@@ -36,3 +36,7 @@ class CancelledError(CorralError):
 
 class RemoteServerError(CorralError):
     """A remote OpenAI-compatible server (the remote loader's) failed or could not be reached."""
+
+
+class EmptyPromptError(CorralError):
+    """A generation was asked for with nothing to continue from."""
