@@ -2,6 +2,7 @@
 
     installer_files/env/bin/python bench/engine.py                 # bf16 and fp32, 200 tokens, 3 rounds
     installer_files/env/bin/python bench/engine.py --dtypes bfloat16 --tokens 128 --rounds 5
+    installer_files/env/bin/python bench/engine.py --threads 1     # on a machine busy with other work
 
 Every measurement runs in a fresh process (a process that has just done heavy
 work can run several times slower), and the two sides alternate so that drift
