@@ -116,7 +116,7 @@ def _make_control(key: str, value: Any) -> Any:
 def build(ui) -> None:
     ctx: Context = ui.ctx
     params = initial_params(ctx)
-    preset_name = ctx.config.settings.get("preset", ctx.config.preset)
+    preset_name = ctx.config.preset  # the --preset flag, else the settings file, else the default
     with gr.Row():
         preset = gr.Dropdown(ctx.presets.names(), value=preset_name if preset_name in ctx.presets.names() else None,
                              label="Preset", elem_id="preset", scale=3, allow_custom_value=True)
