@@ -2,6 +2,7 @@
 
     installer_files/env/bin/python bench/loaders.py                   # 128 tokens, 3 rounds
     installer_files/env/bin/python bench/loaders.py --tokens 256 --rounds 5
+    installer_files/env/bin/python bench/loaders.py --passive      # on a machine busy with other work
 
 Both loaders run through our own engine (ModelManager + Engine.generate, the
 path the UI and API use), on the same chat prompt, greedy, EOS suppressed so
@@ -68,18 +69,21 @@ def worker_engine(side: str, prompt: str, tokens: int, threads: int) -> dict:
     manager = ModelManager(ModelRegistry(FOLDER.parent), Engine(), options)
     manager.load(name)
 
-    def once(n: int) -> tuple[list[int], float, float]:
+    def once(n: int, text: str = prompt) -> tuple[list[int], float, float]:
         params = SamplerParams(do_sample=False, max_new_tokens=n, ban_eos_token=True)
         ids: list[int] = []
         first = None
         started = time.perf_counter()
-        for delta in manager.engine.generate(GenerationRequest(prompt=prompt, params=params)):
+        for delta in manager.engine.generate(GenerationRequest(prompt=text, params=params)):
             if delta.token_ids and first is None:
                 first = time.perf_counter() - started
             ids.extend(delta.token_ids)
         return ids, time.perf_counter() - started, first
 
-    return _timed(once, tokens)
+    result = _timed(once, tokens)
+    if side == "llama.cpp":  # the same prompt again: llama.cpp keeps it in its KV cache, as for a chat's next turn
+        result["first_token_cached"] = once(1)[2]
+    return result
 
 
 def worker_raw(prompt: str, tokens: int, threads: int) -> dict:
@@ -90,12 +94,13 @@ def worker_raw(prompt: str, tokens: int, threads: int) -> dict:
                             verbose=False)
     ids = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
 
-    def once(n: int) -> tuple[list[int], float, float]:
+    def once(n: int, text: str = "") -> tuple[list[int], float, float]:
+        tokens = llama.tokenize(text.encode("utf-8"), add_bos=False, special=True) if text else ids
         llama.reset()  # no prompt cache between rounds: every side evaluates the whole prompt
         out: list[int] = []
         first = None
         started = time.perf_counter()
-        for token in llama.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
+        for token in llama.generate(tokens, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
             if first is None:
                 first = time.perf_counter() - started
             out.append(token)
@@ -106,8 +111,12 @@ def worker_raw(prompt: str, tokens: int, threads: int) -> dict:
     return _timed(once, tokens)
 
 
+WARM_UP = "Hello! Tell me about llamas."
+
+
 def _timed(once, tokens: int) -> dict:
-    once(8)  # warm-up
+    """A warm-up on another prompt (so no side starts with the timed prompt cached), then the timed run."""
+    once(8, WARM_UP)
     ids, total, first = once(tokens)
     return {"ids": ids, "seconds": total, "first_token": first}
 
@@ -143,6 +152,8 @@ def compare(sides: list[str], prompt_file: Path, tokens: int, rounds: int, threa
         speeds = [tokens / r["seconds"] for r in runs]
         summary[side] = {"tok_s": statistics.median(speeds), "all": speeds,
                          "ttft": statistics.median(r["first_token"] for r in runs), "ids": runs[0]["ids"]}
+        if all("first_token_cached" in r for r in runs):
+            summary[side]["ttft_cached"] = statistics.median(r["first_token_cached"] for r in runs)
     return summary
 
 
@@ -172,6 +183,9 @@ def print_summary(summary: dict, tokens: int, rounds: int, threads: int) -> None
     for side, s in summary.items():
         runs = ", ".join(f"{v:.1f}" for v in s["all"])
         print(f"  {side:<18} {s['tok_s']:7.1f} tok/s   first token {s['ttft'] * 1000:6.0f} ms   ({runs})")
+        if "ttft_cached" in s:
+            print(f"  {'':<18} first token {s['ttft_cached'] * 1000:.0f} ms when the prompt is already cached "
+                  "(a chat's next turn)")
     if "llama.cpp" not in summary:
         return
     ours = summary["llama.cpp"]
@@ -190,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="fresh processes per side")
     p.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: physical cores)")
     p.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
+    p.add_argument("--passive", action="store_true",
+                   help="OMP_WAIT_POLICY=passive for every side: waiting threads sleep instead of spinning "
+                        "(on a machine busy with other work, spinning threads slow each other many times over)")
     p.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     p.add_argument("--prompt-file", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -213,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     prompt_file = ROOT / "bench" / "out" / "loaders_prompt.txt"
     prompt_file.parent.mkdir(parents=True, exist_ok=True)
     prompt_file.write_text(chat_prompt(FOLDER), encoding="utf-8")
+    if args.passive:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read by each fresh worker's OpenMP runtime
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     summary = compare(args.sides, prompt_file, args.tokens, args.rounds, threads)
     print_summary(summary, args.tokens, args.rounds, threads)
     return 0

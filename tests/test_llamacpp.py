@@ -121,11 +121,25 @@ def test_default_gguf_tokenizes_like_the_transformers_tokenizer(smol, default_mo
     assert backend.decode(ids) == reference.decode(ids)
 
 
-def test_default_gguf_second_turn_reuses_the_prompt_and_stays_greedy(smol):
-    """The KV-cache prefix reuse between turns must not change greedy output."""
-    first = run(smol.engine, GenerationRequest(prompt=CHAT_PROMPT, params=GREEDY))[1]
-    again = run(smol.engine, GenerationRequest(prompt=CHAT_PROMPT, params=GREEDY))[1]
-    assert first == again
+def test_next_turn_evaluates_only_the_new_tokens(smol, monkeypatch):
+    """A chat's next turn repeats the conversation: the cached prefix is kept, only the rest is evaluated."""
+    backend = smol.engine.backend
+    first_turn = run(smol.engine, GenerationRequest(prompt=CHAT_PROMPT, params=GREEDY.replace(max_new_tokens=8)))[0]
+    next_turn = (CHAT_PROMPT + first_turn + "<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n"
+                 "<|im_start|>assistant\n")
+    batches: list[int] = []
+    real_eval = backend.llama.eval
+    monkeypatch.setattr(backend.llama, "eval", lambda tokens: (batches.append(len(tokens)), real_eval(tokens))[1])
+    ids = backend.encode(next_turn)
+    again = run(smol.engine, GenerationRequest(prompt=next_turn,
+                                               params=GREEDY.replace(max_new_tokens=4, ban_eos_token=True)))[1]
+    assert len(again) == 4
+    new_tokens = len(ids) - len(backend.encode(CHAT_PROMPT))
+    assert 0 < batches[0] <= new_tokens + 1  # the prompt's new part, not all of its len(ids) tokens
+    assert batches[1:] == [1] * (len(batches) - 1)  # then one token at a time
+    # Repeating a request gives the same greedy reply.
+    assert run(smol.engine, GenerationRequest(prompt=next_turn, params=GREEDY))[1] == \
+        run(smol.engine, GenerationRequest(prompt=next_turn, params=GREEDY))[1]
 
 
 # -- the tiny GGUF --------------------------------------------------------------------------
