@@ -158,3 +158,23 @@ def test_an_empty_prompt_is_a_clear_error(manager, tiny_dir):
         list(manager.engine.generate(GenerationRequest(prompt="", params=GREEDY, input_ids=[])))
     _, ids, _ = run(manager.engine, GenerationRequest(prompt="Llamas", params=GREEDY.replace(max_new_tokens=3)))
     assert ids  # the queue was released: the next request runs
+
+
+def test_a_stream_resumed_on_other_threads_leaves_no_thread_in_inference_mode(manager):
+    """Web servers call next() from a thread pool: a step must not leave its mode set on a thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stream = manager.engine.backend.stream("Llamas", None, GREEDY, threading.Event())
+    workers = 3
+    barrier = threading.Barrier(workers)
+
+    def mode_of_this_thread() -> bool:
+        barrier.wait(timeout=10)  # one check on each pool thread
+        return torch.is_inference_mode_enabled()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in range(6):
+            pool.submit(next, stream).result()
+        modes = [f.result() for f in [pool.submit(mode_of_this_thread) for _ in range(workers)]]
+    stream.close()
+    assert modes == [False] * workers

@@ -84,16 +84,21 @@ def decode_tokens(model: torch.nn.Module, input_ids: list[int], processors: Logi
     steps = steps if steps is not None else DynamicSteps(model, cache_arg)
     context = torch.tensor([input_ids], dtype=torch.long, device=device)  # [1, L]
     mirostats = [proc for proc in processors if isinstance(proc, Mirostat)]
+    # Inference mode is thread-local and a generator may be resumed on another thread
+    # (web servers iterate it from a thread pool), so it is entered around each step,
+    # never held across a ``yield``.
     with torch.inference_mode():
         logits = steps.prefill(context)
-        while True:
+    while True:
+        with torch.inference_mode():
             logprobs = torch.log_softmax(logits, dim=-1)  # [1, V], before any processor
             scores = processors(context, logits) if processors else logits  # logits is not read again
             token = pick_token(scores, greedy, generator)
             logprob = float(logprobs[0, token])
             for proc in mirostats:
                 proc.observe(token)
-            yield token, logprob
+        yield token, logprob
+        with torch.inference_mode():
             step = torch.tensor([[token]], dtype=torch.long, device=device)  # [1, 1]
             if processors:
                 context = torch.cat([context, step], dim=1)
