@@ -144,8 +144,9 @@ class LlamaCppBackend:
             ids = self.bos_prefix or [self.llama.token_eos()]
         chain = build_sampler_chain(self._lib, self.llama, self._vocab, params, self.eos_token_ids)
         try:
-            for token in ids:  # penalties and DRY look at the prompt too, as in the Transformers loader
-                self._lib.llama_sampler_accept(chain, token)
+            if uses_history(params):  # penalties and DRY see the prompt too, as in the Transformers loader
+                for token in ids:
+                    self._lib.llama_sampler_accept(chain, token)
             self.prefill(ids)
             while True:
                 if logits_processors:
@@ -214,6 +215,12 @@ def _np() -> Any:
     import numpy
 
     return numpy
+
+
+def uses_history(params: SamplerParams) -> bool:
+    """True when a sampler in the chain looks at earlier tokens (penalties, DRY)."""
+    penalties = (params.repetition_penalty, params.presence_penalty, params.frequency_penalty) != (1.0, 0.0, 0.0)
+    return penalties or params.dry_multiplier > 0
 
 
 def build_sampler_chain(lib: Any, llama: Any, vocab: Any, params: SamplerParams, eos_ids: set[int]) -> Any:
