@@ -204,12 +204,17 @@ def test_cancel_mid_stream_stops_within_one_token(which, request):
 
 
 def test_stop_all_from_another_thread(tiny):
+    """Stop from another thread (the UI's Stop, the API's stop endpoint) after the first token."""
     req = GenerationRequest(prompt="hello", params=GREEDY.replace(max_new_tokens=100_000, ban_eos_token=True))
-    timer = threading.Timer(0.2, tiny.engine.stop_all)
-    timer.start()
-    started = time.perf_counter()
-    last = list(tiny.engine.generate(req))[-1]
-    assert last.finish_reason == "cancelled" and time.perf_counter() - started < 5
+    stopper = None
+    for delta in tiny.engine.generate(req):
+        if delta.token_ids and stopper is None:
+            stopper = threading.Thread(target=tiny.engine.stop_all)
+            stopper.start()
+            stopper.join()
+        last = delta
+    assert last.finish_reason == "cancelled"
+    assert last.completion_tokens <= 2
 
 
 def test_seed_makes_sampling_reproducible(tiny):
