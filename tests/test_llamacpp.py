@@ -7,7 +7,6 @@ reference is plain ``llama_cpp.Llama`` greedy decoding of the same prompt ids.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
