@@ -61,7 +61,7 @@ LOADER_FLAGS = ("loader", "dtype", "load_in_4bit", "load_in_8bit", "compute_dtyp
 LOADER_FLAGS += ("remote_url", "remote_key")
 LOADER_FLAGS += ("fast_decode",)
 SERVER_FLAGS = ("listen", "listen_host", "listen_port", "api", "api_port", "api_key", "admin_key",
-                "gradio_auth", "gradio_auth_path")
+                "gradio_auth", "gradio_auth_path", "max_request_bytes", "max_prompt_tokens")
 
 
 def build_config(args: argparse.Namespace, root: Path) -> AppConfig:

@@ -1,6 +1,8 @@
 """From API request bodies to core objects: sampler params, chat turns, characters, reply jobs."""
 from __future__ import annotations
 
+import re
+
 from modules.api.errors import ApiError
 from modules.api.schemas import (EXTRA_SAMPLERS, QUIET_FIELDS, ChatCompletionBody, ChatFields, ChatMessage,
                                  CharacterFields, CompletionBody, GenerationFields)
@@ -9,13 +11,14 @@ from modules.core.chat import Character, ChatSettings, Turn
 from modules.core.context import Context
 from modules.core.generation import ReplyJob
 from modules.core.paths import check_name
-from modules.core.sampling import SamplerParams
+from modules.core.sampling import MAX_INT, SamplerParams, param_problem
 from modules.core.store.base import DEFAULT_USER, NotFoundError
 
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 OPENAI_SAMPLERS = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed")
 SYSTEM_ROLES = ("system", "developer")
 CHARACTER_SUFFIXES = (".yaml", ".yml", ".json", ".png")
+TOKEN_ID = re.compile(r"[0-9]{1,10}")
 
 
 def loaded_model(ctx: Context, requested: str | None) -> str:
@@ -61,7 +64,21 @@ def sampler_params(ctx: Context, body: GenerationFields, max_tokens: int | None,
     changes["max_new_tokens"] = max(1, min(wanted, ctx.engine.context_length))
     changes["stop"] = _stops(body.stop)
     changes["logit_bias"] = _logit_bias(body.logit_bias)
-    return params.replace(**changes)
+    params = params.replace(**changes)
+    problem = param_problem(params)
+    if problem:
+        raise ApiError(400, f"Invalid value for '{problem[0]}': {problem[1]}.", param=problem[0], code="invalid_value")
+    _check_vocabulary(ctx, params.logit_bias)
+    return params
+
+
+def _check_vocabulary(ctx: Context, bias: dict[int, float]) -> None:
+    backend = ctx.engine.backend
+    vocab = backend.info.vocab_size if backend is not None else 0
+    outside = sorted(token for token in bias if vocab and token >= vocab)
+    if outside:
+        raise ApiError(400, f"logit_bias names token id {outside[0]}, but the loaded model's vocabulary has ids "
+                            f"0 to {vocab - 1}.", param="logit_bias", code="invalid_value")
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:
@@ -73,9 +90,10 @@ def _stops(stop: str | list[str] | None) -> list[str]:
 def _logit_bias(bias: dict[str, float] | None) -> dict[int, float]:
     out: dict[int, float] = {}
     for key, value in (bias or {}).items():
-        if not key.strip().lstrip("-").isdigit() or int(key) < 0:
-            raise ApiError(400, f"logit_bias keys must be token ids (whole numbers as text); {key!r} is not.",
-                           param="logit_bias", code="invalid_value")
+        # ASCII digits only: str.isdigit() also accepts '²' and other digits int() refuses.
+        if not TOKEN_ID.fullmatch(key.strip()) or int(key) > MAX_INT:
+            raise ApiError(400, f"logit_bias keys must be token ids (whole numbers from 0 to {MAX_INT}, as text); "
+                                f"{key[:40]!r} is not.", param="logit_bias", code="invalid_value")
         if not -100 <= value <= 100:
             raise ApiError(400, f"logit_bias values must be between -100 and 100; token {key} has {value}.",
                            param="logit_bias", code="invalid_value")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
@@ -17,16 +17,49 @@ from modules.api.replies import ReplyShape
 from modules.api.schemas import ChatCompletionBody, CompletionBody, GenerationFields
 from modules.api.streaming import ClientGone, DeltaPump, collect, event_stream
 from modules.core.context import Context
-from modules.core.generation import ReplyJob, generate_reply
+from modules.core.engine import Delta
+from modules.core.extensions.run import run_generation
+from modules.core.generation import ReplyJob, prepare_reply
 
 log = logging.getLogger(__name__)
 B = TypeVar("B", bound=BaseModel)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+async def read_body(request: Request) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``max_request_bytes`` (read in chunks)."""
+    limit = request.app.state.limits.max_request_bytes
+    declared = request.headers.get("content-length", "")
+    too_big = ApiError(413, f"The request body is larger than this server accepts ({limit} bytes). Send a shorter "
+                            "request, or start the server with a larger --api-max-request-bytes.",
+                       code="request_too_large")
+    if limit and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if limit and size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def parse(request: Request, model: type[B]) -> B:
     """The body validated strictly as JSON; errors become 400s through the ValidationError handler."""
-    return model.model_validate_json(await request.body() or b"", strict=True)
+    return model.model_validate_json(await read_body(request) or b"", strict=True)
+
+
+def start_reply(ctx: Context, job: ReplyJob, max_prompt_tokens: int) -> Iterator[Delta]:
+    """generate_reply's steps, with the prompt measured against ``max_prompt_tokens`` before it is queued."""
+    prepared = prepare_reply(ctx, job)
+    if max_prompt_tokens:
+        request = prepared.request
+        count = len(request.input_ids) if request.input_ids is not None else ctx.engine.count_tokens(request.prompt)
+        if count > max_prompt_tokens:
+            raise ApiError(400, f"The prompt has {count} tokens; this server accepts at most {max_prompt_tokens} "
+                                "(--api-max-prompt-tokens). Send fewer or shorter messages.",
+                           param="messages" if job.turn is not None else "prompt", code="context_length_exceeded")
+    return iter(run_generation(ctx, prepared, buffer_output=True))
 
 
 def model_entry(ctx: Context) -> dict[str, Any]:
@@ -45,7 +78,8 @@ async def reply(ctx: Context, request: Request, body: GenerationFields,
     if body.logprobs:
         raise ApiError(400, "logprobs are not supported by this server.", param="logprobs", code="invalid_value")
     job = await run_in_threadpool(build, ctx, body)
-    deltas = await run_in_threadpool(generate_reply, ctx, job)  # the prompt is built here: errors raise now
+    limit = request.app.state.limits.max_prompt_tokens
+    deltas = await run_in_threadpool(start_reply, ctx, job, limit)  # the prompt is built here: errors raise now
     warnings = unknown_fields(body)
     for warning in warnings:
         log.warning("API: %s", warning)

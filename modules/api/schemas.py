@@ -16,7 +16,8 @@ QUIET_FIELDS = {"user", "store", "metadata", "service_tier", "parallel_tool_call
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # allow_inf_nan off: NaN and Infinity (which Python's JSON reader accepts) are no sampler values.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, allow_inf_nan=False)
 
 
 class SamplerFields(Body):

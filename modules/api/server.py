@@ -32,6 +32,11 @@ def add_api_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--api-port", type=int, help="API port (default 5000); 127.0.0.1 unless --listen")
     group.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every API request")
     group.add_argument("--admin-key", help="also require this key to load or unload models over the API")
+    group.add_argument("--api-max-request-bytes", dest="max_request_bytes", type=int,
+                       help="refuse API request bodies larger than this (default 1048576: 1 MiB) with 413")
+    group.add_argument("--api-max-prompt-tokens", dest="max_prompt_tokens", type=int,
+                       help="refuse API prompts longer than this many tokens (default 0: up to the model's context); "
+                            "on a slow CPU a small cap keeps one client from holding the model for minutes")
     group.add_argument("--remote-url", help="an OpenAI-compatible server to use as the model (with --loader remote), "
                                             "e.g. http://127.0.0.1:8000 for vLLM")
     group.add_argument("--remote-key", help="API key of the remote server")

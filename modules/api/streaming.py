@@ -22,6 +22,7 @@ from modules.core.errors import CorralError
 
 log = logging.getLogger(__name__)
 _END = object()
+_NOTHING = object()  # no delta arrived before the next hang-up check
 POLL_SECONDS = 0.25  # how often a non-streaming request checks whether its client is still there
 
 
@@ -69,19 +70,28 @@ class DeltaPump:
 
 
 async def collect(pump: DeltaPump, request: Request) -> list[Delta]:
-    """Every delta of a non-streaming reply; a client that hangs up cancels the generation."""
+    """Every delta of a non-streaming reply; a client that hangs up cancels the generation.
+
+    The hang-up check runs every ``POLL_SECONDS`` whether tokens are arriving or not: a
+    steady stream of tokens must not hide a client that left.
+    """
     deltas: list[Delta] = []
+    loop = asyncio.get_running_loop()
+    next_check = loop.time() + POLL_SECONDS
     while True:
         try:
-            delta = await pump.next(POLL_SECONDS)
+            delta = await pump.next(max(0.001, next_check - loop.time()))
         except (TimeoutError, asyncio.TimeoutError):
+            delta = _NOTHING
+        if loop.time() >= next_check:
             if await request.is_disconnected():
                 pump.cancel.set()
                 raise ClientGone() from None
-            continue
+            next_check = loop.time() + POLL_SECONDS
         if delta is None:
             return deltas
-        deltas.append(delta)
+        if delta is not _NOTHING:
+            deltas.append(delta)
 
 
 def sse(data: Any) -> str:

@@ -68,6 +68,8 @@ class ServerOptions:
     api_port: int = 5000
     api_key: str | None = None
     admin_key: str | None = None
+    max_request_bytes: int = 1024 * 1024  # larger API request bodies are refused (413)
+    max_prompt_tokens: int = 0  # longer API prompts are refused (400); 0: only the model's context limits
 
     @property
     def host(self) -> str:

@@ -64,8 +64,9 @@ class LogitBias(LogitsProcessor):
         self.values = torch.tensor([float(v) for v in bias.values()])
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        ids = self.ids.to(scores.device)
-        scores[:, ids] += self.values.to(scores.device, scores.dtype)
+        inside = self.ids < scores.shape[-1]  # ids past the vocabulary name no token: nothing to bias
+        ids = self.ids[inside].to(scores.device)
+        scores[:, ids] += self.values[inside].to(scores.device, scores.dtype)
         return scores
 
 

@@ -9,7 +9,7 @@ import yaml
 
 from modules.core.errors import PresetError
 from modules.core.paths import file_in
-from modules.core.sampling import SamplerParams
+from modules.core.sampling import SamplerParams, param_problem
 
 # Names users know from other tools, accepted in preset files.
 ALIASES = {"mirostat": "mirostat_mode", "tfs_z": "tfs", "repeat_penalty": "repetition_penalty",
@@ -25,7 +25,11 @@ def params_from_dict(values: dict[str, Any], source: str) -> SamplerParams:
         if key not in types:
             raise PresetError(f"{source}: unknown parameter {raw_key!r}. Known: {', '.join(sorted(types))}.")
         merged[key] = _coerce(key, value, getattr(SamplerParams(), key), source)
-    return SamplerParams().replace(**merged)
+    params = SamplerParams().replace(**merged)
+    problem = param_problem(params)
+    if problem:
+        raise PresetError(f"{source}: {problem[1]}.")
+    return params
 
 
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
@@ -50,7 +54,7 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
             if not isinstance(value, dict):
                 raise TypeError("expected a mapping")
             return {int(k): float(v) for k, v in value.items()}
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise PresetError(f"{source}: {key} = {value!r} is not valid ({err}).") from None
     return value
 

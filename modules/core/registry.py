@@ -1,14 +1,17 @@
 """What is in models/: folders and GGUF files, described without loading weights."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modules.core.errors import CorralError, ModelLoadError
-from modules.core.templates import config_for_model
+from modules.core.model_rules import config_for_model
+from modules.core.templates import FALLBACK_FORMAT
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
@@ -36,7 +39,7 @@ class ModelInfo:
         """The format this model will use unless the user picks one (see templates.resolve_format)."""
         if self.chat_template:
             return "model's own"
-        return self.settings.get("instruction_format", "Alpaca")
+        return self.settings.get("instruction_format", FALLBACK_FORMAT)
 
 
 def _dir_size(folder: Path) -> int:
@@ -176,6 +179,17 @@ def _gguf_file_type_name(file_type: Any) -> str:
         return "gguf"
 
 
+def _signature(entry: Path) -> tuple:
+    """What changes when a model's files change: size and time of the entry and of a folder's files."""
+    try:
+        stat = entry.stat()
+        files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in entry.iterdir()) \
+            if entry.is_dir() else []
+    except OSError:
+        return ()  # unreadable now: describe again, which records the problem
+    return (stat.st_size, stat.st_mtime_ns, tuple(files))
+
+
 class ModelRegistry:
     """Lists models/ on demand (the folder changes under us: downloads, user copies)."""
 
@@ -184,6 +198,21 @@ class ModelRegistry:
         # Other catalogs listed after models/: objects with list() and a ``problem`` text
         # (a remote server's models, see loaders/remote_loader.RemoteCatalog).
         self.sources: list[Any] = []
+        # path -> (signature, description): a GGUF header or a folder's safetensors headers are
+        # read again only when the files change (listing models is on every API model lookup).
+        self._described: dict[Path, tuple[tuple, ModelInfo]] = {}
+        self._cache_lock = threading.Lock()
+
+    def _describe(self, entry: Path, describe: Any) -> ModelInfo:
+        """``describe(entry)``, from the cache while the entry's files keep their sizes and times."""
+        signature = _signature(entry)
+        with self._cache_lock:
+            cached = self._described.get(entry)
+        if cached is None or cached[0] != signature:
+            cached = (signature, describe(entry))
+            with self._cache_lock:
+                self._described[entry] = cached
+        return dataclasses.replace(cached[1], settings={})
 
     def list(self) -> list[ModelInfo]:
         out = self._local()
@@ -200,9 +229,9 @@ class ModelRegistry:
             if entry.name.startswith(".") or entry.name.endswith(".partial"):
                 continue
             if entry.is_dir():
-                info = describe_folder(entry)
+                info = self._describe(entry, describe_folder)
             elif entry.suffix.lower() == ".gguf":
-                info = describe_gguf(entry)
+                info = self._describe(entry, describe_gguf)
             else:
                 continue
             try:

@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol, runtime_checkable
 
+from modules.core.prompt_tokens import Segment, SpecialTokens
 from modules.core.sampling import SamplerParams
 
 # progress(fraction 0..1, message) -- the UI turns it into a progress bar.
@@ -37,23 +38,33 @@ class BackendInfo:
     device: str = "cpu"
     memory_bytes: int = 0
     details: dict = field(default_factory=dict)
+    vocab_size: int = 0  # token ids run from 0 to vocab_size - 1; 0: unknown (remote)
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """A loaded model. Local backends stream token ids; remote ones stream text."""
+    """A loaded model. Local backends stream token ids; remote ones stream text.
+
+    Everything the engine, prompt building and extensions may ask of a model is here, so
+    nobody probes a backend for optional attributes.
+    """
 
     info: BackendInfo
     eos_token_ids: set[int]
     # Sampler features this backend applies (see sampling.SAMPLER_FEATURES).
     supported_samplers: set[str]
     streams_text: bool  # True: stream() yields text pieces; no tokenizer here
+    special_tokens: SpecialTokens  # BOS / EOS texts, for templates' {{ bos_token }} / {{ eos_token }}
+    bos_prefix: list[int]  # the ids every prompt starts with ([BOS] or nothing); truncation keeps them
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of a prompt, special-token strings (<s>, </s>...) mapped to their ids, BOS once."""
+        """Token ids of a prompt written whole by its author: control texts (<s>, </s>...) as ids, BOS once."""
+
+    def encode_segments(self, segments: list[Segment]) -> list[int]:
+        """Token ids of a built prompt: only the format's own text may hold control tokens (prompt_tokens)."""
 
     def decode(self, ids: list[int]) -> str:
-        """Text of token ids, special tokens skipped."""
+        """Text of token ids; special tokens skipped unless models/config.yaml sets skip_special_tokens: false."""
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` as a prompt (remote backends may estimate)."""

@@ -18,7 +18,6 @@ import ctypes
 import importlib.util
 import math
 import os
-import re
 import threading
 from typing import Any, Iterator
 
@@ -26,6 +25,7 @@ from modules.core.config import LoaderOptions
 from modules.core.errors import ModelLoadError
 from modules.core.loaders.base import BackendInfo, Piece, ProgressCallback
 from modules.core.loaders.memory import release_memory
+from modules.core.prompt_tokens import PromptEncoder, Segment, SpecialTokens, control_texts
 from modules.core.registry import ModelInfo
 from modules.core.sampling import SamplerParams
 
@@ -74,11 +74,11 @@ class LlamaCppBackend:
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._n_vocab = llama.n_vocab()
         self._pieces: dict[int, bytes] = {}
-        self.bos_prefix = [llama.token_bos()] if self._adds_bos() else []
+        self.skip_special_tokens = True  # False (models/config.yaml): replies show special tokens such as <|prompter|>
+        self.encoder = self._prompt_encoder()
+        self.special_tokens = self.encoder.tokens
+        self.bos_prefix = self.encoder.bos_prefix
         self.eos_token_ids = self._eos_ids()
-        self.specials = self._special_strings()
-        self._split = re.compile("(" + "|".join(re.escape(s) for s in sorted(self.specials, key=len, reverse=True)) + ")") \
-            if self.specials else None
 
     # -- tokens --------------------------------------------------------------------
     def _adds_bos(self) -> bool:
@@ -89,16 +89,31 @@ class LlamaCppBackend:
         ids = {self.llama.token_eos(), self._lib.llama_vocab_eot(self._vocab)}
         return {int(i) for i in ids if i is not None and i >= 0}
 
-    def _special_strings(self) -> dict[str, int]:
-        """``<s>``/``</s>`` as a template writes them, mapped to this model's BOS/EOS (as PromptTokenizer does)."""
+    def _prompt_encoder(self) -> PromptEncoder:
+        bos, eos = self.llama.token_bos(), self.llama.token_eos()
+        tokens = SpecialTokens(bos=self._text_of(bos), eos=self._text_of(eos))
+        control = control_texts((tokens.bos, bos), (tokens.eos, eos), self._control_texts())
+        return PromptEncoder(self._encode_plain, control, [bos] if self._adds_bos() else [], tokens)
+
+    def _control_texts(self) -> dict[str, int]:
+        """Text -> id of every control and user-defined token in the GGUF's vocabulary."""
+        wanted = self._lib.LLAMA_TOKEN_ATTR_CONTROL | self._lib.LLAMA_TOKEN_ATTR_USER_DEFINED
         out: dict[str, int] = {}
-        for generic, token in (("<s>", self.llama.token_bos()), ("</s>", self.llama.token_eos())):
-            if token is not None and token >= 0:
-                out[generic] = token
-                text = self._piece(token, special=True).decode("utf-8", errors="replace")
+        for token in range(self._n_vocab):
+            if self._lib.llama_vocab_get_attr(self._vocab, token) & wanted:
+                text = self._text_of(token)
                 if text:
-                    out[text] = token
+                    out.setdefault(text, token)
         return out
+
+    def _text_of(self, token: int | None) -> str:
+        if token is None or token < 0:
+            return ""
+        return self._piece(token, special=True).decode("utf-8", errors="replace")
+
+    def _encode_plain(self, text: str) -> list[int]:
+        """Text as text: control texts typed in it stay characters (``special=False``)."""
+        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def _piece(self, token: int, special: bool = False) -> bytes:
         """Bytes of one token (control tokens are empty unless ``special``); cached."""
@@ -117,21 +132,14 @@ class LlamaCppBackend:
         return piece
 
     def encode(self, text: str) -> list[int]:
-        """Prompt ids: special tokens written as text become ids, BOS once (only if the model uses one)."""
-        ids: list[int] = []
-        for part in (self._split.split(text) if self._split else [text]):
-            if not part:
-                continue
-            if part in self.specials:
-                ids.append(self.specials[part])
-            else:
-                ids.extend(self.llama.tokenize(part.encode("utf-8"), add_bos=False, special=True))
-        if self.bos_prefix and ids[:1] != self.bos_prefix:
-            ids = self.bos_prefix + ids
-        return ids
+        return self.encoder.encode(text)
+
+    def encode_segments(self, segments: list[Segment]) -> list[int]:
+        return self.encoder.encode_segments(segments)
 
     def decode(self, ids: list[int]) -> str:
-        return b"".join(self._piece(int(i)) for i in ids).decode("utf-8", errors="replace")
+        special = not self.skip_special_tokens
+        return b"".join(self._piece(int(i), special) for i in ids).decode("utf-8", errors="replace")
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
@@ -324,11 +332,13 @@ class LlamaCppLoader:
         gpu = bool(llama_cpp.llama_supports_gpu_offload()) and options.n_gpu_layers != 0 and not options.cpu
         info = BackendInfo(name=model.name, loader=self.name, context_length=llama.n_ctx(),
                            dtype="", quantization=model.quantization, device="gpu" if gpu else "cpu",
-                           memory_bytes=model.size_bytes,
+                           memory_bytes=model.size_bytes, vocab_size=llama.n_vocab(),
                            details={"threads": kwargs["n_threads"], "n_gpu_layers": kwargs["n_gpu_layers"],
                                     "n_batch": kwargs["n_batch"], "mmap": kwargs["use_mmap"],
                                     "mlock": kwargs["use_mlock"]})
-        return LlamaCppBackend(llama, info)
+        backend = LlamaCppBackend(llama, info)
+        backend.skip_special_tokens = bool(model.settings.get("skip_special_tokens", True))
+        return backend
 
 
 def llama_arguments(model: ModelInfo, options: LoaderOptions) -> dict[str, Any]:

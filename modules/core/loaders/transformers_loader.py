@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -13,8 +14,9 @@ from modules.core.loaders.base import BackendInfo, Piece, ProgressCallback
 from modules.core.loaders.decoding import cache_argument_name, decode_tokens
 from modules.core.loaders.fast_decode import FastDecoder, build_fast_decoder, check_option
 from modules.core.loaders.memory import LoadWatcher, process_rss, release_memory, cuda_allocated
-from modules.core.loaders.tokens import PromptTokenizer
+from modules.core.loaders.tokens import eos_ids, hf_prompt_encoder
 from modules.core.logits import TRANSFORMERS_FEATURES, build_processors
+from modules.core.prompt_tokens import Segment
 from modules.core.registry import ModelInfo
 from modules.core.sampling import SamplerParams
 
@@ -92,23 +94,26 @@ class TransformersBackend:
     supported_samplers = TRANSFORMERS_FEATURES
     streams_text = False
 
-    def __init__(self, model: Any, tokenizer: Any, info: BackendInfo, fast: FastDecoder | None = None) -> None:
-        self.model, self.info = model, info
+    def __init__(self, model: Any, tokenizer: Any, info: BackendInfo, fast: FastDecoder | None = None,
+                 folder: Path | None = None) -> None:
+        self.model, self.info, self.tokenizer = model, info, tokenizer
         self.fast = fast  # the static-cache, compiled path (fast_decode.py), when in use
-        self.tokens = PromptTokenizer(tokenizer)
-        self.eos_token_ids = self.tokens.eos_ids(model)
+        self.skip_special_tokens = True  # False (models/config.yaml): replies show special tokens such as <|prompter|>
+        self.encoder = hf_prompt_encoder(tokenizer, folder)
+        self.special_tokens = self.encoder.tokens
+        self.bos_prefix = self.encoder.bos_prefix
+        self.eos_token_ids = eos_ids(tokenizer, model)
         self._cache_arg = cache_argument_name(model)
         self._device = next(model.parameters()).device
 
-    @property
-    def tokenizer(self) -> Any:
-        return self.tokens.tokenizer
-
     def encode(self, text: str) -> list[int]:
-        return self.tokens.encode(text)
+        return self.encoder.encode(text)
+
+    def encode_segments(self, segments: list[Segment]) -> list[int]:
+        return self.encoder.encode_segments(segments)
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokens.decode(ids)
+        return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
@@ -136,7 +141,7 @@ class TransformersBackend:
             self.fast.close()
             self.fast = None
         self.model = None
-        self.tokens = None  # type: ignore[assignment]
+        self.tokenizer = None
         release_memory()
 
 
@@ -178,9 +183,12 @@ class TransformersLoader:
         progress(0.97, "Preparing generation")
         info = BackendInfo(name=model.name, loader=self.name, context_length=model.context_length or 2048,
                            dtype=str(dtype).removeprefix("torch."), quantization=_quant_label(options),
-                           device=device, memory_bytes=_model_bytes(hf_model))
+                           device=device, memory_bytes=_model_bytes(hf_model), vocab_size=len(tokenizer))
         fast = _fast_decoder(hf_model, options, info, progress)
-        return TransformersBackend(hf_model, tokenizer, info, fast)
+        folder_path = model.path if model.kind == "folder" else None  # a GGUF carries no tokenizer.model
+        backend = TransformersBackend(hf_model, tokenizer, info, fast, folder_path)
+        backend.skip_special_tokens = bool(model.settings.get("skip_special_tokens", True))
+        return backend
 
 
 def _fast_decoder(model: Any, options: LoaderOptions, info: BackendInfo,
