@@ -23,13 +23,13 @@ def model_info(ctx: Context) -> dict:
         return {"server": "corral", "model_name": None, "loader": None, "queue_depth": ctx.engine.queue.depth}
     try:
         fmt = format_for_loaded_model(ctx, ctx.config.instruction_format)
-        template, format_name = fmt.template, fmt.name
-    except CorralError:
-        template, format_name = None, None
+        template, format_name, reason = fmt.template, fmt.name, fmt.reason
+    except CorralError as err:
+        template, format_name, reason = None, None, f"no format: {err}"
     tokens = special_tokens(ctx)
     return {"server": "corral", "model_name": current.info.name, "loader": current.loader,
             "context_length": backend.info.context_length, "instruction_format": format_name,
-            "chat_template": template, "bos_token": tokens.bos, "eos_token": tokens.eos,
+            "format_reason": reason, "chat_template": template, "bos_token": tokens.bos, "eos_token": tokens.eos,
             "supported_samplers": sorted(backend.supported_samplers), "dtype": backend.info.dtype,
             "quantization": backend.info.quantization, "device": backend.info.device,
             "queue_depth": ctx.engine.queue.depth}  # requests generating or waiting
@@ -41,7 +41,7 @@ def _chat_prompt(ctx: Context, body: ChatPromptBody) -> dict:
     request, plan = reply_request(ctx, job)
     fmt = format_for_loaded_model(ctx, job.format_name)
     return {"prompt": request.prompt, "stop_strings": request.stop_strings, "instruction_format": fmt.name,
-            "mode": job.settings.mode, "dropped_turns": plan.dropped_turns,
+            "format_reason": fmt.reason, "mode": job.settings.mode, "dropped_turns": plan.dropped_turns,
             "prompt_tokens": ctx.engine.count_tokens(request.prompt)}
 
 

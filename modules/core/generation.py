@@ -17,6 +17,7 @@ from modules.core.extensions.convention import default_state, history_to_pairs, 
 from modules.core.extensions.run import Generation, PreparedGeneration, run_generation
 from modules.core.engine import Delta, GenerationRequest
 from modules.core.sampling import SamplerParams
+from modules.core.model_rules import format_rule
 from modules.core.templates import InstructionFormat, resolve_format
 
 
@@ -37,12 +38,16 @@ def special_tokens(ctx: Context) -> SpecialTokens:
 
 
 def format_for_loaded_model(ctx: Context, user_choice: str | None = None) -> InstructionFormat:
-    """The user's choice, else the model's own template, else models/config.yaml, else Alpaca."""
+    """The user's choice, else the model's own template, else models/config.yaml, else a plain
+    transcript; the result's ``reason`` says which and why. The model's stop_strings from
+    models/config.yaml are added to the format's."""
     current = ctx.models.current
-    chat_template = current.info.chat_template if current else None
-    config_format = current.info.settings.get("instruction_format") if current else None
-    return resolve_format(ctx.formats, user_choice or None, chat_template, config_format,
-                          eos_token=special_tokens(ctx).eos)
+    info = current.info if current else None
+    config_format = info.settings.get("instruction_format") if info else None
+    rule = format_rule(ctx.registry.models_dir / "config.yaml", info.name) if config_format else None
+    return resolve_format(ctx.formats, user_choice or None, info.chat_template if info else None, config_format,
+                          eos_token=special_tokens(ctx).eos, rule=rule, model_name=info.name if info else "",
+                          extra_stops=info.settings.get("stop_strings") if info else None)
 
 
 def max_prompt_tokens(ctx: Context, params: SamplerParams) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -25,9 +24,10 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from modules.core.errors import TemplateError
+from modules.core.model_rules import config_for_model  # noqa: F401 -- long-standing import path for callers
 from modules.core.paths import file_in
 
-FALLBACK_FORMAT = "Alpaca"
+FALLBACK_FORMAT = "Plain-transcript"  # no own template, no rule: a plain chat transcript, never a fine-tune's format
 MODEL_SOURCE = "model"
 _KIND = "instruction format"
 _KEYS = ("instruction_template", "stop_strings")
@@ -40,6 +40,7 @@ class InstructionFormat:
     template: str  # Jinja source
     stop_strings: list[str]
     source: str  # file path, or "model" for a model's own chat template
+    reason: str = ""  # why this format was chosen (set by resolve_format), shown to the user
 
 
 # --- the sandbox -------------------------------------------------------------------------------
@@ -277,43 +278,30 @@ def resolve_format(
     model_chat_template: str | None,
     config_format: str | None,
     eos_token: str = "",
+    *,
+    rule: str | None = None,
+    model_name: str = "",
+    extra_stops: list[str] | None = None,
 ) -> InstructionFormat:
-    """The format to use: the user's choice, the model's own template, models/config.yaml's, then Alpaca."""
-    if user_choice:
-        return library.get(user_choice)
-    if model_chat_template and model_chat_template.strip():
-        return format_from_model(model_chat_template, eos_token)
-    if config_format:
-        return library.get(config_format)
-    return library.get(FALLBACK_FORMAT)
+    """The format to use and, in its ``reason``, why.
 
-
-# --- models/config.yaml ------------------------------------------------------------------------
-
-
-def config_for_model(config_path: Path, model_name: str) -> dict:
-    """Merge the settings of every pattern in ``config_path`` that matches ``model_name`` (later wins).
-
-    Patterns are regular expressions matched (``re.match``) against the lower-cased name.
-    A missing file means no settings; a malformed one is an error naming the file.
+    Order: the user's choice, the model's own chat template, the instruction_format that
+    models/config.yaml gives this model (``rule``: the pattern that matched ``model_name``), then a
+    plain transcript. ``extra_stops`` (the model's own stop_strings from models/config.yaml) are
+    added to whichever format is chosen.
     """
-    path = Path(config_path)
-    if not path.is_file():
-        return {}
-    try:
-        rules = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise TemplateError(f"{path} could not be read as YAML: {err}. Fix that file.") from None
-    if not isinstance(rules, dict):
-        raise TemplateError(f"{path} must map name patterns (regular expressions) to settings.")
-    merged: dict[str, Any] = {}
-    for pattern, settings in rules.items():
-        if not isinstance(settings, dict):
-            raise TemplateError(f"{path}: the settings for pattern {pattern!r} must be a mapping of key: value.")
-        try:
-            matched = re.match(str(pattern), model_name.lower())
-        except re.error as err:
-            raise TemplateError(f"{path}: pattern {pattern!r} is not a valid regular expression ({err}).") from None
-        if matched:
-            merged.update(settings)
-    return merged
+    if user_choice:
+        fmt, reason = library.get(user_choice), f"chosen by you ({user_choice})"
+    elif model_chat_template and model_chat_template.strip():
+        fmt, reason = format_from_model(model_chat_template, eos_token), "the model's own chat template"
+    elif config_format:
+        fmt = library.get(config_format)
+        reason = (f"models/config.yaml rule '{rule}' matches '{model_name.lower()}'" if rule
+                  else "this model's settings")
+    else:
+        fmt = library.get(FALLBACK_FORMAT)
+        reason = ("nothing matched: plain transcript (the model has no chat template of its own and no "
+                  "models/config.yaml rule matches its name; choose a format or add a rule)")
+    fmt.reason = reason
+    fmt.stop_strings = [*fmt.stop_strings, *(s for s in extra_stops or [] if s not in fmt.stop_strings)]
+    return fmt

@@ -15,6 +15,7 @@ import gradio as gr
 from modules.core.config import LoaderOptions
 from modules.core.context import Context
 from modules.core.errors import CorralError
+from modules.core.generation import format_for_loaded_model
 from modules.core.loaders import LOADERS
 from modules.core.loaders.memory import process_rss
 from modules.core.registry import ModelInfo, estimate_memory
@@ -49,7 +50,17 @@ def status_text(ctx: Context) -> str:
     how = " · ".join(x for x in (current.loader, info.dtype, info.quantization, info.device) if x)
     return (f"**{current.info.name}** is loaded ({how}) in {current.seconds:.1f} s · "
             f"context {info.context_length} tokens · model memory {gigabytes(info.memory_bytes)} "
-            f"(the whole app: {gigabytes(process_rss())})")
+            f"(the whole app: {gigabytes(process_rss())})\n\n{format_text(ctx)}")
+
+
+def format_text(ctx: Context) -> str:
+    """The prompt format the loaded model gets and why (own template, name rule, your choice, or nothing matched)."""
+    try:
+        fmt = format_for_loaded_model(ctx, ctx.config.instruction_format)
+    except CorralError as err:
+        return f"⚠️ Prompt format: {err}"
+    return (f"Prompt format: **{fmt.name}** — {fmt.reason}. Change it per chat in the Parameters tab, "
+            "or per model in models/config.yaml.")
 
 
 def parameter_count(n: int) -> str:

@@ -18,11 +18,11 @@ from modules.core.templates import MODEL_SOURCE
 from modules.ui.characters_tab import character_of, user_of
 from modules.ui.state import chat_settings, control_inputs, sampler_params, state_from_values, unescape_text
 
-AUTOMATIC = ""  # the instruction_format value meaning: the model's own template, else config.yaml, else Alpaca
+AUTOMATIC = ""  # the instruction_format value meaning: the model's own template, else config.yaml, else a plain transcript
 
 
 def format_choices(ctx: Context) -> list[tuple[str, str]]:
-    return [("Automatic (the model's own, else models/config.yaml, else Alpaca)", AUTOMATIC),
+    return [("Automatic (the model's own, else models/config.yaml by name, else a plain transcript)", AUTOMATIC),
             *[(name, name) for name in ctx.formats.names()]]
 
 
@@ -35,7 +35,8 @@ def resolved_format_text(ctx: Context, choice: str | None) -> str:
     source = "the model's own chat template" if fmt.source == MODEL_SOURCE else fmt.source
     loaded = ctx.models.loaded_name
     suffix = "" if loaded or choice else " (no model is loaded; the loaded model's own template will take over)"
-    return f"Using **{fmt.name}** from {source}{suffix}. Stop strings: {', '.join(map(repr, fmt.stop_strings)) or 'none'}."
+    return (f"Using **{fmt.name}** from {source}{suffix}: {fmt.reason}. "
+            f"Stop strings: {', '.join(map(repr, fmt.stop_strings)) or 'none'}.")
 
 
 def escape_lines(items: list[str]) -> str:

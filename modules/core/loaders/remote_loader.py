@@ -8,7 +8,7 @@ Backend protocol takes a prompt, and building it locally keeps every chat mode, 
 continue / impersonate and "show the exact prompt" identical to a local model. The format
 follows the usual resolution order; another Corral (and llama.cpp's server) tell us their
 model's own chat template, so the prompt is the one that server would build itself. For
-other servers the name is matched in models/config.yaml, else Alpaca -- choose the model's
+other servers the name is matched in models/config.yaml, else a plain transcript -- choose the model's
 format in the UI (or map its name in models/config.yaml) when that is wrong.
 """
 from __future__ import annotations
