@@ -144,6 +144,11 @@ def main(argv: list[str]) -> int:
 
     demo = build_ui(ctx)
     server = config.server
+    from modules.ui.admin_guard import listen_warning
+
+    warning = listen_warning(server)
+    if warning:
+        log.warning("%s", warning)
     if server.api:
         from modules.api.server import start_api
 

@@ -10,6 +10,7 @@ import gradio as gr
 from modules.core.context import Context
 from modules.core.download import DownloadCancelled, list_repository, plan_download, run_download
 from modules.core.errors import CorralError
+from modules.ui.admin_guard import admin_refusal
 from modules.ui.progress import run_reporting
 
 DOWNLOAD_CONCURRENCY = "model-download"
@@ -63,6 +64,10 @@ def wire(ui) -> None:
             return f"⚠️ {err}"
 
     def download(repo: str, branch: str, file: str, request: gr.Request, progress=gr.Progress()):
+        refusal = admin_refusal(ctx.config.server, request, "download models")
+        if refusal:
+            yield refusal
+            return
         yield f"⏳ Asking the hub about {repo}…"
         cancel = ui.cancels.fresh(f"{request.session_hash}:download")
         yield run_reporting(lambda report: download_status(ctx, repo, branch, file, report, cancel), progress)

@@ -19,6 +19,7 @@ from modules.core.generation import format_for_loaded_model
 from modules.core.loaders import LOADERS
 from modules.core.loaders.memory import process_rss
 from modules.core.registry import ModelInfo, estimate_memory
+from modules.ui.admin_guard import admin_refusal
 from modules.ui.progress import run_reporting
 
 log = logging.getLogger(__name__)
@@ -185,16 +186,23 @@ def wire(ui) -> None:
     option_inputs = [c["loader_options"][k] for k in OPTION_KEYS]
 
     # gr.Progress (like gr.Request) is only filled in for positional parameters, so it comes before *values.
-    def load_selected(name: str | None, progress=gr.Progress(), *values: Any):
+    def load_selected(name: str | None, request: gr.Request, progress=gr.Progress(), *values: Any):
+        refusal = admin_refusal(ctx.config.server, request, "load models")
+        if refusal:
+            yield refusal
+            return
         yield f"⏳ Loading {name}…" if name else "Choose a model first."
         if name:
             work = lambda report: load_model(ctx, name, dict(zip(OPTION_KEYS, values)), report)  # noqa: E731
             yield run_reporting(work, progress)
 
-    def reload_current(name: str | None, progress=gr.Progress(), *values: Any):
-        yield from load_selected(ctx.models.loaded_name or name, progress, *values)
+    def reload_current(name: str | None, request: gr.Request, progress=gr.Progress(), *values: Any):
+        yield from load_selected(ctx.models.loaded_name or name, request, progress, *values)
 
-    def unload_model() -> str:
+    def unload_model(request: gr.Request) -> str:
+        refusal = admin_refusal(ctx.config.server, request, "unload models")
+        if refusal:
+            return refusal
         ctx.models.unload()
         return status_text(ctx)
 
