@@ -17,6 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+pytest_plugins = ["family_fixtures"]  # real LLaMA vocabulary and tiny family models (family_fixtures.py)
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:

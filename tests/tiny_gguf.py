@@ -44,12 +44,20 @@ def tiny_vocab() -> tuple[list[str], list[float], list[int]]:
 def build_tiny_gguf(path: Path, *, seed: int = 0, layers: int = 2, width: int = 64, heads: int = 4,
                     kv_heads: int = 2, ffn: int = 128, context: int = 256) -> Path:
     """Write the tiny model to ``path`` (a .gguf file) and return ``path``."""
+    return write_llama_gguf(path, *tiny_vocab(), name="tiny-llama-gguf", seed=seed, layers=layers, width=width,
+                            heads=heads, kv_heads=kv_heads, ffn=ffn, context=context)
+
+
+def write_llama_gguf(path: Path, tokens: list[str], scores: list[float], types: list[int], *, name: str,
+                     bos_id: int = 1, eos_id: int = 2, unk_id: int = 0, chat_template: str | None = None,
+                     seed: int = 0, layers: int = 2, width: int = 64, heads: int = 4, kv_heads: int = 2,
+                     ffn: int = 128, context: int = 256) -> Path:
+    """Write a random-weight LLaMA with the given SentencePiece ("llama") vocabulary to ``path``."""
     from gguf import GGUFWriter, LlamaFileType
 
-    tokens, scores, types = tiny_vocab()
     head_dim = width // heads
     writer = GGUFWriter(str(path), "llama")
-    writer.add_name("tiny-llama-gguf")
+    writer.add_name(name)
     writer.add_file_type(LlamaFileType.ALL_F32)
     writer.add_context_length(context)
     writer.add_embedding_length(width)
@@ -65,13 +73,16 @@ def build_tiny_gguf(path: Path, *, seed: int = 0, layers: int = 2, width: int = 
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
     writer.add_token_types(types)
-    writer.add_unk_token_id(0)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(unk_id)
+    writer.add_bos_token_id(bos_id)
+    writer.add_eos_token_id(eos_id)
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
-    for name, array in _tensors(np.random.default_rng(seed), len(tokens), layers, width, heads, kv_heads, ffn):
-        writer.add_tensor(name, array)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
+    for tensor_name, array in _tensors(np.random.default_rng(seed), len(tokens), layers, width, heads, kv_heads,
+                                       ffn):
+        writer.add_tensor(tensor_name, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

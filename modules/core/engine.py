@@ -1,8 +1,9 @@
 """The engine: the one place that generates.
 
-Every caller (chat UI, notebook, API, extensions) asks the engine. It queues
-requests fairly (one generation at a time per loaded model), streams typed
-deltas, applies stop strings, EOS and max_new_tokens, truncates prompts to the
+Every caller (chat UI, notebook, API, extensions) asks the engine. Requests to a
+Transformers model run concurrently, sharing decode steps (``batching.py``);
+remote servers get them concurrently too; other backends (llama.cpp) queue them
+fairly, one generation at a time. It streams typed deltas, applies stop strings, EOS and max_new_tokens, truncates prompts to the
 context, cancels within one token, and counts tokens and speed.
 """
 from __future__ import annotations
@@ -11,9 +12,11 @@ import logging
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from modules.core.batching import Batcher, batcher_for
 from modules.core.errors import CancelledError, EmptyPromptError, NoModelLoadedError
 from modules.core.loaders.base import Backend
 from modules.core.sampling import SamplerParams, unsupported_parameters
@@ -86,25 +89,65 @@ class FairQueue:
             return len(self._waiting)
 
 
+class SwapGate:
+    """Generations pass side by side; a model swap waits for all of them and holds new ones back."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._inside = 0
+        self._swapping = False
+
+    def enter(self, cancel: threading.Event) -> None:
+        with self._cond:
+            while self._swapping:
+                if cancel.is_set():
+                    raise CancelledError("The request was cancelled while the model was being swapped.")
+                self._cond.wait(timeout=0.05)
+            self._inside += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._inside -= 1
+            self._cond.notify_all()
+
+    @contextmanager
+    def swap(self) -> Iterator[None]:
+        """Hold new generations back and wait for the running ones to end; the body swaps the model."""
+        with self._cond:
+            while self._swapping:
+                self._cond.wait()
+            self._swapping = True
+            while self._inside:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._swapping = False
+                self._cond.notify_all()
+
+
 class Engine:
     """Holds the loaded backend and generates with it."""
 
     def __init__(self) -> None:
         self.backend: Backend | None = None
-        self.queue = FairQueue()
+        self.batcher: Batcher | None = None  # batches a Transformers backend's concurrent requests
+        self.queue = FairQueue()  # one at a time, for backends that are not batched
+        self._gate = SwapGate()
         self._active: set[threading.Event] = set()
         self._active_lock = threading.Lock()
 
     # -- model -----------------------------------------------------------------
     def set_backend(self, backend: Backend | None) -> None:
-        """Swap the model; waits for the running generation to end first."""
-        ticket = self.queue.acquire(threading.Event())
-        try:
+        """Swap the model; waits for the running generations to end first."""
+        with self._gate.swap():
             old, self.backend = self.backend, backend
+            if self.batcher is not None:
+                self.batcher.close()
+            self.batcher = batcher_for(backend) if backend is not None else None
             if old is not None:
                 old.unload()
-        finally:
-            self.queue.release(ticket)
 
     def require_backend(self) -> Backend:
         if self.backend is None:
@@ -131,8 +174,15 @@ class Engine:
         """Stream deltas for ``request``; waits its turn in the queue first."""
         with self._active_lock:
             self._active.add(request.cancel)
+        ticket = None
         try:
-            ticket = self.queue.acquire(request.cancel)
+            self._gate.enter(request.cancel)
+            if not self._concurrent():
+                try:
+                    ticket = self.queue.acquire(request.cancel)
+                except CancelledError:
+                    self._gate.leave()
+                    raise
         except CancelledError:
             with self._active_lock:
                 self._active.discard(request.cancel)
@@ -142,9 +192,21 @@ class Engine:
             backend = self.require_backend()
             yield from self._run(backend, request)
         finally:
-            self.queue.release(ticket)
+            if ticket is not None:
+                self.queue.release(ticket)
+            self._gate.leave()
             with self._active_lock:
                 self._active.discard(request.cancel)
+
+    def _concurrent(self) -> bool:
+        """Whether requests may run side by side: batched locally, or sent on to a remote server."""
+        return self.batcher is not None or bool(self.backend is not None and self.backend.streams_text)
+
+    def _pieces(self, backend: Backend, request: GenerationRequest, input_ids: list[int] | None,
+                budget: int) -> Iterator:
+        if self.batcher is not None and input_ids is not None:
+            return self.batcher.stream(input_ids, request.params, request.cancel, request.logits_processors, budget)
+        return backend.stream(request.prompt, input_ids, request.params, request.cancel, request.logits_processors)
 
     def _run(self, backend: Backend, request: GenerationRequest) -> Iterator[Delta]:
         params = request.params
@@ -155,7 +217,7 @@ class Engine:
         stops = StopStringFilter(list(request.stop_strings) + list(params.stop))
         decoder = None if backend.streams_text else IncrementalDecoder(backend.decode)
         state = _RunState(prompt_tokens=prompt_tokens, started=time.perf_counter())
-        pieces = backend.stream(request.prompt, input_ids, params, request.cancel, request.logits_processors)
+        pieces = self._pieces(backend, request, input_ids, budget)
         try:
             yield Delta(prompt_tokens=prompt_tokens, warnings=warnings, truncated_prompt_tokens=cut)
             for piece in pieces:
