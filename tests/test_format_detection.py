@@ -161,7 +161,7 @@ def ctx(tmp_path_factory) -> Context:
     for name in NAMES.values():
         shutil.copytree(root / "tiny", models / name)
     (models / NAMES["own"] / "chat_template.jinja").write_text(OWN_TEMPLATE, encoding="utf-8")
-    (models / "config.yaml").write_text(CONFIG.read_text() + "'.*custom-stops':\n  stop_strings: [\"\\nQ:\"]\n")
+    (models / "config.yaml").write_text(CONFIG.read_text() + "'.*custom-stops':\n  stop_strings: [\"\\nQ:\"]\n  n_ctx: 77\n")
     config = AppConfig(loader=LoaderOptions(dtype="float32", cpu=True), models_dir=models,
                        user_data_dir=root / "user", characters_dir=root / "user" / "characters",
                        extensions_dir=root / "user" / "extensions")
@@ -227,6 +227,11 @@ def test_the_models_stop_strings_from_config_are_used(ctx: Context) -> None:
     with TestClient(create_api(ctx)) as http:
         shown = http.post("/v1/internal/chat-prompt", json={"messages": [{"role": "user", "content": "hi"}]}).json()
         assert "\nQ:" in shown["stop_strings"] and "\nYou:" in shown["stop_strings"]
+
+
+def test_loader_options_from_config_are_used(ctx: Context) -> None:
+    assert ctx.models.options_for(ctx.registry.get(NAMES["stops"])).n_ctx == 77
+    assert ctx.models.options_for(ctx.registry.get(NAMES["vicuna"])).n_ctx == 0
 
 
 def test_model_tab_shows_format_and_reason(ctx: Context) -> None:
