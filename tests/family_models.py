@@ -17,6 +17,7 @@ BPE vocabulary, EOS ``<|endoftext|>``).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,6 @@ from llama_vocab import VocabFiles, build_sp_model, ensure_llama_vocab
 
 BUILD_VERSION = 1  # bump when a builder's output changes: cached tokenizer files are keyed by it
 OASST_TOKENS = ("<|prompter|>", "<|assistant|>", "<|system|>", "<|prefix_begin|>", "<|prefix_end|>")
-NEOX_VOCAB = 50277  # GPT-NeoX-20B's real vocabulary; the GGUF pads it with [PAD…] entries to 50432
 
 # Meta's rules (llama/generation.py): system text folded into the first user turn, contents
 # stripped, each exchange "<s>[INST] U [/INST] A </s>", no default system text.
@@ -64,7 +64,7 @@ def sp_model_file(vocab: VocabFiles) -> Path:
     """The LLaMA ``tokenizer.model`` built from the GGUF vocabulary, cached beside it (~10 s the first time)."""
     path = vocab.folder / f"llama-tokenizer-v{BUILD_VERSION}.model"
     if not path.is_file():
-        partial = build_sp_model(vocab.gguf, path.with_suffix(".part"))
+        partial = build_sp_model(vocab.gguf, path.with_suffix(f".{os.getpid()}.part"))
         partial.replace(path)
     return path
 
@@ -117,8 +117,11 @@ def _copy_tokenizer_json(folder: Path, cache: Path) -> None:
         (folder / "tokenizer.json").unlink(missing_ok=True)
         from transformers import AutoTokenizer
 
+        staging = cache.with_name(f"{cache.name}.{os.getpid()}.part")
+        AutoTokenizer.from_pretrained(str(folder)).save_pretrained(str(staging))
         cache.mkdir(parents=True, exist_ok=True)
-        AutoTokenizer.from_pretrained(str(folder)).save_pretrained(str(cache))
+        (staging / "tokenizer.json").replace(cached)
+        shutil.rmtree(staging)
     shutil.copyfile(cached, folder / "tokenizer.json")
 
 

@@ -115,7 +115,7 @@ def _extract(sdist: Path, folder: Path) -> None:
             member = archive.extractfile(f"{MODELS_DIR}/{name}")
             if member is None:
                 raise VocabUnavailable(f"{sdist} has no {MODELS_DIR}/{name}")
-            partial = folder / (name + ".part")
+            partial = folder / f"{name}.{os.getpid()}.part"  # several test runs may extract at once
             partial.write_bytes(member.read())
             partial.replace(folder / name)
     if sdist.parent.name.startswith("sdist-"):  # our own download: only the extracted files are kept

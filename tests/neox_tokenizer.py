@@ -9,6 +9,7 @@ Reading the GGUF takes seconds, so the base ``tokenizer.json`` is cached beside 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from llama_vocab import VocabFiles, read_gguf_vocab
@@ -22,7 +23,7 @@ def base_tokenizer_json(vocab: VocabFiles, cache_tag: str) -> Path:
     path = vocab.folder / f"neox-tokenizer-{cache_tag}.json"
     if not path.is_file():
         tokenizer = _build_from_gguf(vocab.neox_gguf)
-        partial = path.with_suffix(".part")
+        partial = path.with_suffix(f".{os.getpid()}.part")
         tokenizer.save(str(partial))
         partial.replace(path)
     return path
