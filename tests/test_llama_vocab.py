@@ -73,6 +73,22 @@ def test_llama_family_model_loads_with_its_special_ids(family_model_dirs, kind):
         kind == "llama-2-chat-template")
 
 
+def test_legacy_tokenizer_starts_a_new_piece_after_a_special_token(family_model_dirs, llama_sp_model_file):
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    processor = spm.SentencePieceProcessor(model_file=str(llama_sp_model_file))
+    tokenizer = AutoTokenizer.from_pretrained(str(family_model_dirs["llama-1"]))
+    # "legacy": true in tokenizer_config.json: each run of text is encoded as SentencePiece encodes it
+    # alone, so the text after </s> gets the word-start marker (▁US, ER, : — not a ▁USER piece).
+    written = tokenizer.encode("A1</s>USER:", add_special_tokens=False)
+    assert written == processor.encode("A1") + [EOS] + processor.encode("USER:")
+    assert tokenizer.convert_ids_to_tokens(written[-3:]) == ["\u2581US", "ER", ":"]
+    # Split, a typed </s> is plain text, exactly as SentencePiece encodes the whole string.
+    typed = tokenizer.encode("A1</s>USER:", add_special_tokens=False, split_special_tokens=True)
+    assert typed == processor.encode("A1</s>USER:") and EOS not in typed
+
+
 def test_oasst_llama_turn_markers_are_added_special_tokens(family_model_dirs):
     from transformers import AutoTokenizer
 
