@@ -230,7 +230,8 @@ def test_ui_admin_actions_follow_the_api_rule():
     assert "--admin-key" in admin_refusal(keyed, remote, "unload models")
     assert admin_refusal(ServerOptions(share=True), local, "download models") is not None
     assert listen_warning(open_net) and "WITHOUT sign-in" in listen_warning(open_net)
-    assert listen_warning(ServerOptions()) is None and listen_warning(ServerOptions(listen=True, gradio_auth=["a:b"])) is None
+    assert listen_warning(ServerOptions()) is None
+    assert listen_warning(ServerOptions(listen=True, gradio_auth=["a:b"])) is None
 
 
 def test_concurrent_streams_all_complete(served):

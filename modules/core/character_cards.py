@@ -76,7 +76,7 @@ def mapping_from_text(file_name: str, data: bytes) -> dict[str, Any]:
             parsed = json.loads(text)
         else:
             parsed = yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
+    except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as err:
         raise _Problem(f"it is not valid JSON or YAML ({err}).") from None
     if not isinstance(parsed, dict):
         raise _Problem("it holds no mapping of fields (expected keys such as name, greeting, context).")
@@ -143,7 +143,7 @@ def card_from_png(data: bytes) -> dict[str, Any]:
         raise _Problem("the PNG has no character card in it (no 'chara' text chunk).")
     try:
         card = json.loads(base64.b64decode("".join(encoded.split()), validate=True).decode("utf-8"))
-    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (binascii.Error, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise _Problem(f"the PNG's 'chara' chunk is not base64-encoded JSON ({err}).") from None
     if not isinstance(card, dict):
         raise _Problem("the PNG's card is not a JSON object.")

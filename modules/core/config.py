@@ -104,8 +104,10 @@ def read_settings_file(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise CorralError(f"Settings file {path} does not exist.") from None
-    except yaml.YAMLError as err:
-        raise CorralError(f"Settings file {path} is not valid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise CorralError(f"Settings file {path} is not UTF-8 text ({err}). Save it as UTF-8.") from None
+    except (yaml.YAMLError, RecursionError) as err:  # RecursionError: nesting deeper than the parser goes
+        raise CorralError(f"Settings file {path} is not valid YAML: {err or 'nested too deeply'}") from None
     if not isinstance(data, dict):
         raise CorralError(f"Settings file {path} must hold a mapping of setting: value, not {type(data).__name__}.")
     return data

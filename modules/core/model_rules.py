@@ -69,7 +69,7 @@ def read_rules(config_path: Path) -> list[Rule]:
         return []
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as err:
         raise TemplateError(f"{path} could not be read as YAML: {err}. Fix that file.") from None
     if not isinstance(data, dict):
         raise TemplateError(f"{path} must map name patterns (regular expressions) to settings.")

@@ -76,8 +76,10 @@ class PresetLibrary:
             raise PresetError(f"No preset called {name!r} in {self.folder}. Presets: {', '.join(self.names())}.")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise PresetError(f"Preset file {path} is not valid YAML: {err}") from None
+        except UnicodeDecodeError as err:
+            raise PresetError(f"Preset file {path} is not UTF-8 text ({err}). Save it as UTF-8.") from None
+        except (yaml.YAMLError, RecursionError) as err:  # RecursionError: nesting deeper than the parser goes
+            raise PresetError(f"Preset file {path} is not valid YAML: {err or 'nested too deeply'}") from None
         if not isinstance(data, dict):
             raise PresetError(f"Preset file {path} must map parameter names to values.")
         return params_from_dict(data, f"Preset file {path}")

@@ -162,7 +162,7 @@ def _parse_format_file(name: str, path: Path) -> InstructionFormat:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
         raise TemplateError(f"Instruction format '{name}' ({path}) could not be read: {err}.") from None
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, RecursionError) as err:  # RecursionError: nesting deeper than the parser goes
         raise TemplateError(f"Instruction format '{name}' ({path}) is not valid YAML: {err}. Fix that file.") from None
     if not isinstance(data, dict):
         raise TemplateError(

@@ -43,7 +43,7 @@ def write_export(conv: Conversation, chat_id: int, kind: str) -> Path:
 def read_import(path: str) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise CorralError(f"This chat file cannot be imported: it is not JSON ({err}).") from None
 
 
