@@ -11,10 +11,7 @@ import time
 
 import pytest
 
-from modules.core.config import LoaderOptions
 from modules.core.engine import Engine, GenerationRequest
-from modules.core.models import ModelManager
-from modules.core.registry import ModelRegistry
 from modules.core.sampling import SamplerParams
 
 GREEDY = SamplerParams(do_sample=False, max_new_tokens=16)
@@ -27,12 +24,13 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def engine(default_model_dir):
-    manager = ModelManager(ModelRegistry(default_model_dir.parent), Engine(), LoaderOptions(dtype="float32"))
-    manager.load(default_model_dir.name)
-    assert manager.engine.batcher is not None
-    yield manager.engine
-    manager.unload()
+def engine(default_model):
+    """An engine of its own over the session's default model (float32, CPU)."""
+    engine = Engine()
+    engine.set_backend(default_model.backend)
+    assert engine.batcher is not None
+    yield engine
+    engine.set_backend(None)  # closes the batcher; the shared model stays loaded
 
 
 class HoldUntil:
@@ -133,4 +131,7 @@ def test_cancel_mid_batch_frees_the_slot_within_a_step_and_spares_the_others(eng
     assert results[1][2].finish_reason == "cancelled" and results[1][2].completion_tokens == 3
     assert counter.calls - seen_at_cancel[0] <= 1  # at most the step already under way
     assert [results[0][1], results[2][1]] == alone
+    deadline = time.monotonic() + 60  # the scheduler lets the last rows go at its next turn
+    while engine.batcher.active and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert engine.batcher.active == 0

@@ -85,8 +85,9 @@ class Batcher:
         self._closing = False
         self.steps = 0  # batched decode steps run (for tests and the log)
         self.widest = 0  # the most rows one step has carried
-        self._thread = threading.Thread(target=self._loop, name="corral-batcher", daemon=True)
-        self._thread.start()
+        # The scheduler thread runs only while there is work, so an idle or forgotten Batcher
+        # holds no thread (and no thread holds the model).
+        self._thread: threading.Thread | None = None
 
     # -- the consumer's side -------------------------------------------------------------------------
     def stream(self, ids: list[int], params: SamplerParams, cancel: threading.Event,
@@ -97,6 +98,9 @@ class Batcher:
             if self._closing:
                 raise RuntimeError("The model is being unloaded; send the request again once a model is loaded.")
             self._pending.append(slot)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="corral-batcher", daemon=True)
+                self._thread.start()
             self._cond.notify_all()
         try:
             while True:
@@ -128,8 +132,10 @@ class Batcher:
         """End every request and stop the scheduler thread."""
         with self._cond:
             self._closing = True
+            thread = self._thread
             self._cond.notify_all()
-        self._thread.join(timeout=30)
+        if thread is not None:
+            thread.join(timeout=30)
         self.model = None  # type: ignore[assignment]
 
     def _wake(self) -> None:
@@ -140,9 +146,8 @@ class Batcher:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._closing and not self._pending and not self._rows:
-                    self._cond.wait()
-                if self._closing:
+                if self._closing or (not self._pending and not self._rows):
+                    self._thread = None  # the next request starts a new scheduler thread
                     break
                 joining, self._pending = self._pending[: self.max_batch - len(self._rows)], \
                     self._pending[self.max_batch - len(self._rows):]
@@ -157,7 +162,8 @@ class Batcher:
             except Exception as err:  # noqa: BLE001 - every waiting consumer gets the error
                 log.exception("Batched generation failed")
                 self._fail_all(err, joining)
-        self._fail_all(RuntimeError("The model was unloaded during generation."), [])
+        if self._closing:
+            self._fail_all(RuntimeError("The model was unloaded during generation."), [])
 
     def _fail_all(self, err: Exception, joining: list[_Slot]) -> None:
         with self._cond:
@@ -242,11 +248,11 @@ class Batcher:
         keep = [i for i, slot in enumerate(self._rows) if not slot.finished]
         if len(keep) == len(self._rows):
             return
-        for slot in self._rows:
-            if slot.finished:
-                slot.out.put(_END)
+        leaving = [slot for slot in self._rows if slot.finished]
         with self._cond:
             self._rows = [self._rows[i] for i in keep]
+        for slot in leaving:  # after the batch let go of them, so ``active`` already counts them out
+            slot.out.put(_END)
         if not keep:
             self._cache, self._mask = None, None
             return
