@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from fake_hub import FakeHub, FakeRepo, repo_from_folder
+from api_helpers import watch_generations
 from tiny_models import build_tiny_llama
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -51,6 +51,7 @@ class App:
     client: Client
     root: Path
     url: str
+    shared: object = None  # the session's loaded default model (session_model.SharedModel)
 
     def call(self, api_name: str, *leading: object, **by_label: object) -> object:
         """Call an endpoint: ``leading`` values first, then any parameter by its component's label
@@ -66,6 +67,10 @@ class App:
     def load(self, name: str) -> str:
         if self.ctx.models.loaded_name == name:
             return f"**{name}** is loaded"
+        if name == SMOL and self.shared is not None:
+            # The Model tab's loading is tested on the tiny models; the default model is the session's, lent.
+            self.shared.lend(self.ctx)
+            return f"**{name}** is loaded"
         return self.call("/model_load", name)
 
 
@@ -76,7 +81,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, default_model_dir: Path, repo_root: Path):
+def app(tmp_path_factory, default_model_dir: Path, default_model, repo_root: Path):
     root = tmp_path_factory.mktemp("ui")
     models = root / "models"
     build_tiny_llama(models / "tiny-a")
@@ -95,7 +100,7 @@ def app(tmp_path_factory, default_model_dir: Path, repo_root: Path):
     url = f"http://127.0.0.1:{port}"
     client = Client(url, verbose=False)
     try:
-        yield App(ctx, client, root, url)
+        yield App(ctx, client, root, url, default_model)
     finally:
         demo.close()
         ctx.models.unload()
@@ -245,13 +250,16 @@ def test_instruction_format_editing_and_the_exact_prompt(app: App) -> None:
     assert resolved.startswith("Using **model's own** from the model's own chat template")
     assert name == "" and template == app.ctx.models.current.info.chat_template and "<|im_end|>" in stops
 
-    prompt, info = app.call("/show_prompt", HISTORY, "What is 2+2?")
+    prompt, info, ids = app.call("/show_prompt", HISTORY, "What is 2+2?")
     assert prompt == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
                       "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello! How can I help?"
                       "<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")
-    assert info.startswith(f"{app.ctx.engine.count_tokens(prompt)} tokens · stop strings: ") and "'<|im_end|>'" in info
+    # The token ids generation gets: the template's markers as control ids, exactly as the model's tokenizer reads them.
+    tokenizer = app.ctx.engine.backend.tokenizer
+    assert [int(i) for i in ids.split()] == tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert info.startswith(f"{len(ids.split())} tokens · stop strings: ") and "'<|im_end|>'" in info
     # No message typed: the prompt that produced the last reply.
-    prompt, _ = app.call("/show_prompt", HISTORY, "", **{"Instruction format": "ChatML", "System message": "Be brief."})
+    prompt, _, _ = app.call("/show_prompt", HISTORY, "", **{"Instruction format": "ChatML", "System message": "Be brief."})
     assert prompt == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
 
     terse = "{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] }}\n{% endfor %}" \
@@ -260,7 +268,7 @@ def test_instruction_format_editing_and_the_exact_prompt(app: App) -> None:
     assert status == "Saved instruction format **Terse**." and resolved.startswith("Using **Terse** from ")
     saved = yaml.safe_load((app.root / "instruction-templates" / "Terse.yaml").read_text())
     assert saved == {"instruction_template": terse, "stop_strings": ["\nUSER:"]}
-    prompt, info = app.call("/show_prompt", HISTORY, "What is 2+2?", **{"Instruction format": "Terse"})
+    prompt, info, _ = app.call("/show_prompt", HISTORY, "What is 2+2?", **{"Instruction format": "Terse"})
     assert prompt == "USER: Hi\nASSISTANT: Hello! How can I help?\nUSER: What is 2+2?\nASSISTANT:"
     assert "'\\nUSER:'" in info
 
@@ -289,11 +297,11 @@ def test_notebook_completes_raw_text_like_the_engine(app: App) -> None:
 
 def test_notebook_stop_ends_the_completion(app: App) -> None:
     app.load(SMOL)
-    job = app.client.submit("Once upon a time", *_defaults(app, "/notebook_generate", 1), api_name="/notebook_generate")
-    deadline = time.monotonic() + 60
-    while len(job.outputs()) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    app.client.predict(api_name="/notebook_stop")
+    with watch_generations(app.ctx.engine) as watch:
+        job = app.client.submit("Once upon a time", *_defaults(app, "/notebook_generate", 1),
+                                api_name="/notebook_generate")
+        assert watch.started.wait(240)  # the completion is under way: its first token is out
+        app.client.predict(api_name="/notebook_stop")
     text, info = job.result(timeout=60)
     new_tokens = int(info.split(" · ")[1].split()[0])
     assert info.endswith("stopped") and 0 < new_tokens < 400 and text.startswith("Once upon a time")
@@ -352,7 +360,7 @@ def test_characters_create_import_use_and_delete(app: App, tmp_path: Path) -> No
     assert app.call("/profile_save", "Sam", "A tester.") == "Saved your profile."
     assert store.get_settings("local")["user_name"] == "Sam"
     app.load("tiny-a")
-    prompt, _ = app.call("/show_prompt", [], "Hi", Mode="chat", **{"Character": "Ava", "Your name": "Sam"})
+    prompt, _, _ = app.call("/show_prompt", [], "Hi", Mode="chat", **{"Character": "Ava", "Your name": "Sam"})
     assert prompt == "Ava is a cheerful guide.\nSam: Hi\nAva:"
 
     assert app.call("/character_delete", "Bob")[-1] == "Deleted **Bob**."

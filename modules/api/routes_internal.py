@@ -42,7 +42,9 @@ def _chat_prompt(ctx: Context, body: ChatPromptBody) -> dict:
     fmt = format_for_loaded_model(ctx, job.format_name)
     return {"prompt": request.prompt, "stop_strings": request.stop_strings, "instruction_format": fmt.name,
             "format_reason": fmt.reason, "mode": job.settings.mode, "dropped_turns": plan.dropped_turns,
-            "prompt_tokens": ctx.engine.count_tokens(request.prompt)}
+            "prompt_tokens": len(request.input_ids) if request.input_ids is not None
+            else ctx.engine.count_tokens(request.prompt),
+            "prompt_token_ids": request.input_ids}  # exactly what generation gets (None: a remote server tokenizes)
 
 
 def _decode(ctx: Context, tokens: list[int]) -> str:

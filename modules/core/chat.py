@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from modules.core.errors import TemplateError
-from modules.core.templates import InstructionFormat, render, render_continuation, render_impersonation
+from modules.core.prompt_render import continuation_segments, impersonation_segments, render_segments
+from modules.core.prompt_tokens import Segment, joined, trusted_text, untrusted_text
+from modules.core.templates import InstructionFormat
 
 MODES = ("instruct", "chat", "chat-instruct")
 DEFAULT_CHAT_INSTRUCT = ('Continue the chat dialogue below. Write a single reply for the character '
@@ -40,6 +42,11 @@ class PromptPlan:
     prompt: str
     stop_strings: list[str]
     dropped_turns: int = 0  # oldest history turns left out to fit the context
+    segments: list[Segment] | None = None  # None: the whole prompt is the author's (an extension's own prompt)
+
+    @property
+    def prompt_segments(self) -> list[Segment]:
+        return self.segments if self.segments is not None else trusted_text(self.prompt)
 
 
 @dataclass
@@ -58,40 +65,55 @@ def build_prompt(history: list[dict], turn: Turn, settings: ChatSettings, fmt: I
     """The prompt for ``turn``, dropping the oldest turns until it fits ``max_prompt_tokens``."""
     if settings.mode not in MODES:
         raise TemplateError(f"Unknown chat mode {settings.mode!r}: choose one of {', '.join(MODES)}.")
-    dropped = 0
-    while True:
-        kept = history[dropped:]
-        prompt, stops = _build(kept, turn, settings, fmt, bos_token, eos_token)
-        if dropped >= len(history) or count_tokens(prompt) <= max_prompt_tokens:
-            return PromptPlan(prompt, stops, dropped)
-        dropped += 2 if len(history) - dropped >= 2 else 1
+    candidates = _drop_candidates(len(history))
+
+    def build(index: int) -> tuple[list[Segment], list[str]]:
+        return _build(history[candidates[index]:], turn, settings, fmt, bos_token, eos_token)
+
+    def fits(built: tuple[list[Segment], list[str]]) -> bool:
+        return count_tokens(joined(built[0])) <= max_prompt_tokens
+
+    built = {0: build(0)}
+    low, high = (0, 0) if len(candidates) == 1 or fits(built[0]) else (1, len(candidates) - 1)
+    while low < high:  # the fewest dropped turns that fit: a prompt only shrinks as turns are dropped
+        middle = (low + high) // 2
+        built[middle] = build(middle)
+        low, high = (low, middle) if fits(built[middle]) else (middle + 1, high)
+    segments, stops = built[low] if low in built else build(low)
+    return PromptPlan(joined(segments), stops, candidates[low], segments)
+
+
+def _drop_candidates(turns: int) -> list[int]:
+    """How many of the oldest turns may be left out: whole exchanges first, then everything."""
+    candidates = list(range(0, turns + 1, 2))
+    return candidates if candidates[-1] == turns else [*candidates, turns]
 
 
 def _build(history: list[dict], turn: Turn, settings: ChatSettings, fmt: InstructionFormat,
-           bos: str, eos: str) -> tuple[str, list[str]]:
+           bos: str, eos: str) -> tuple[list[Segment], list[str]]:
     if settings.mode == "instruct":
         return _instruct(history, turn, settings, fmt, bos, eos), list(fmt.stop_strings)
     transcript, stops = _transcript(history, turn, settings)
     if settings.mode == "chat":
-        return transcript, stops
+        return untrusted_text(transcript), stops
     command = settings.chat_instruct_command.replace("<|character|>", settings.character.name)
     wrapped = command.replace("<|prompt|>", transcript.rsplit("\n", 1)[0].rstrip("\n"))
     speaker = settings.user_name if turn.impersonate else settings.character.name
     partial = f"{speaker}:" + _partial_text(turn)
     messages = _system(settings) + [{"role": "user", "content": wrapped}]
-    return render_continuation(fmt, messages, partial, bos, eos), stops + list(fmt.stop_strings)
+    return continuation_segments(fmt, messages, partial, bos, eos), stops + list(fmt.stop_strings)
 
 
 def _instruct(history: list[dict], turn: Turn, settings: ChatSettings, fmt: InstructionFormat,
-              bos: str, eos: str) -> str:
+              bos: str, eos: str) -> list[Segment]:
     messages = _system(settings) + [{"role": m["role"], "content": m["content"]} for m in history]
     if turn.user_message is not None:
         messages.append({"role": "user", "content": turn.user_message})
     if turn.impersonate:
-        return render_impersonation(fmt, messages, turn.continue_reply or "", bos, eos)
+        return impersonation_segments(fmt, messages, turn.continue_reply or "", bos, eos)
     if turn.continue_reply is not None or turn.bot_prefix:
-        return render_continuation(fmt, messages, _partial_text(turn), bos, eos)
-    return render(fmt, messages, add_generation_prompt=True, bos_token=bos, eos_token=eos)
+        return continuation_segments(fmt, messages, _partial_text(turn), bos, eos)
+    return render_segments(fmt, messages, add_generation_prompt=True, bos_token=bos, eos_token=eos)
 
 
 def _partial_text(turn: Turn) -> str:

@@ -212,6 +212,20 @@ class Conversation:
         yield from self._stream(history, turn, setup, cancel, self._writer(), partial, strip=not partial,
                                 chat_id=chat_id)
 
+    def preview(self, chat_id: int | None, text: str, setup: TurnSetup) -> PreparedGeneration:
+        """What the next turn would send, built exactly as it will be (hooks included); nothing stored.
+
+        With ``text``: a reply to it. Without: the reply behind the last one (as Regenerate makes it),
+        or the reply to a last user message.
+        """
+        messages = self.messages(chat_id) if chat_id is not None else []
+        if text.strip():
+            turn = Turn(user_message=text, bot_prefix=setup.start_reply_with)
+            return self._prepare(chat_id, prompt_history(messages), turn, setup)
+        if messages and messages[-1]["role"] == "assistant":
+            messages = messages[:-1]
+        return self._prepare(chat_id, prompt_history(messages), Turn(bot_prefix=setup.start_reply_with), setup)
+
     def remove_last(self, chat_id: int) -> str:
         """Remove the last reply and the user message it answered; returns that message's text."""
         messages = self.messages(chat_id)

@@ -262,7 +262,8 @@ class Engine:
         limit = self._prompt_limit(backend, request.params)
         if len(ids) <= limit:
             return ids, 0
-        keep_bos = ids[:1] if getattr(backend, "tokens", None) and backend.tokens.bos_prefix == ids[:1] else []
+        bos = list(backend.bos_prefix)
+        keep_bos = bos if bos and ids[:len(bos)] == bos else []
         cut = len(ids) - limit
         return keep_bos + ids[cut + len(keep_bos):], cut
 

@@ -16,25 +16,16 @@ from modules.core.extensions import TurnHooks
 from modules.core.extensions.convention import default_state, history_to_pairs, pairs_to_history, params_after_state
 from modules.core.extensions.run import Generation, PreparedGeneration, run_generation
 from modules.core.engine import Delta, GenerationRequest
+from modules.core.prompt_tokens import SpecialTokens
 from modules.core.sampling import SamplerParams
 from modules.core.model_rules import format_rule
 from modules.core.templates import InstructionFormat, resolve_format
 
 
-@dataclass
-class SpecialTokens:
-    bos: str = ""
-    eos: str = ""
-
-
 def special_tokens(ctx: Context) -> SpecialTokens:
-    known = getattr(ctx.engine.backend, "special_tokens", None)  # remote backends: the server's, no tokenizer here
-    if known is not None:
-        return SpecialTokens(bos=known.bos, eos=known.eos)
-    tokenizer = getattr(ctx.engine.backend, "tokenizer", None)
-    if tokenizer is None:
-        return SpecialTokens()
-    return SpecialTokens(bos=tokenizer.bos_token or "", eos=tokenizer.eos_token or "")
+    """The loaded model's BOS/EOS texts (empty with no model), for templates' bos_token/eos_token."""
+    backend = ctx.engine.backend
+    return backend.special_tokens if backend is not None else SpecialTokens()
 
 
 def format_for_loaded_model(ctx: Context, user_choice: str | None = None) -> InstructionFormat:
@@ -113,8 +104,15 @@ def prepare_chat(ctx: Context, history: list[dict], turn: Turn, settings: ChatSe
                                                impersonate=turn.impersonate, history=history_to_pairs(history))
     if custom is not None:
         plan = PromptPlan(custom, plan.stop_strings, plan.dropped_turns)
-    request = GenerationRequest(prompt=plan.prompt, params=params, stop_strings=plan.stop_strings)
+    request = GenerationRequest(prompt=plan.prompt, params=params, stop_strings=plan.stop_strings,
+                                input_ids=_prompt_ids(ctx, plan))
     return PreparedGeneration(request, hooks, state, True, plan, turn.user_message, visible, original, shown_prefix)
+
+
+def _prompt_ids(ctx: Context, plan: PromptPlan) -> list[int] | None:
+    """The ids generation uses: only the format's own text may hold control tokens (prompt_tokens)."""
+    backend = ctx.engine.require_backend()
+    return None if backend.streams_text else backend.encode_segments(plan.prompt_segments)
 
 
 def _modified_state(hooks: TurnHooks, state: dict, params: SamplerParams) -> tuple[dict, SamplerParams]:

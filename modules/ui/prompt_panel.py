@@ -1,8 +1,9 @@
 """The prompt part of the Parameters tab: chat mode, instruction format (chosen, shown, editable),
 system text, and "show the exact prompt" for the chat on the Chat tab.
 
-"Show the exact prompt" builds the prompt through ``generation.chat_prompt``, the same call
-the chat makes, so what it shows is what the model gets; users debug wrong formats this way.
+"Show the exact prompt" builds the turn through ``generation.prepare_chat`` with the open chat's
+stored history, the same call the chat makes (extension hooks included), and shows the prompt
+text and the token ids generation gets; users debug wrong formats this way.
 """
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ from typing import Any
 
 import gradio as gr
 
-from modules.core.chat import DEFAULT_CHAT_INSTRUCT, MODES, Character, PromptPlan, Turn
+from modules.core.chat import DEFAULT_CHAT_INSTRUCT, MODES, Turn
 from modules.core.context import Context
 from modules.core.errors import CorralError, TemplateError
-from modules.core.generation import chat_prompt, format_for_loaded_model
+from modules.core.conversation import Conversation, TurnSetup
+from modules.core.extensions.run import PreparedGeneration
+from modules.core.generation import format_for_loaded_model, prepare_chat
 from modules.core.templates import MODEL_SOURCE
-from modules.ui.characters_tab import character_of, user_of
-from modules.ui.state import chat_settings, control_inputs, sampler_params, state_from_values, unescape_text
+from modules.ui.characters_tab import user_of
+from modules.ui.chat_view import turn_setup
+from modules.ui.state import control_inputs, unescape_text
 
 AUTOMATIC = ""  # the instruction_format value meaning: the model's own template, else config.yaml, else a plain transcript
 
@@ -74,22 +78,34 @@ def _text_of(content: Any) -> str:
     return str(content)
 
 
-def exact_prompt(ctx: Context, history: list[dict], message: str, state: dict[str, Any],
-                 character: Character | None = None) -> PromptPlan:
-    """The prompt for the next reply: to ``message`` when one is typed, else the one behind the last reply."""
-    prior, turn = list(history), Turn(user_message=message, bot_prefix=state.get("start_reply_with") or "")
+def exact_prompt(ctx: Context, user: str, chat_id: int | None, shown: list[dict], message: str,
+                 setup: TurnSetup) -> PreparedGeneration:
+    """What the next reply gets, built by the chat's own ``prepare`` (extension hooks included).
+
+    The open chat's stored history is used; with no chat open, the history on screen. With a
+    message typed: the reply to it; without: the prompt behind the last reply.
+    """
+    if chat_id is not None:
+        return Conversation(ctx, user).preview(chat_id, message, setup)
+    prior, turn = list(shown), Turn(user_message=message, bot_prefix=setup.start_reply_with)
     if not (message or "").strip():
         if prior and prior[-1]["role"] == "assistant":
             prior.pop()
         turn.user_message = prior.pop()["content"] if prior and prior[-1]["role"] == "user" else ""
-    settings = chat_settings(state, character)
-    return chat_prompt(ctx, prior, turn, settings, sampler_params(state), state.get("instruction_format") or None)
+    state = {**setup.state, "chat_id": None, "user": user}
+    return prepare_chat(ctx, prior, turn, setup.settings, setup.params, setup.format_name, state=state)
 
 
-def prompt_report(ctx: Context, plan: PromptPlan) -> str:
-    tokens = ctx.engine.count_tokens(plan.prompt)
+def prompt_report(prepared: PreparedGeneration) -> str:
+    request, plan = prepared.request, prepared.plan
+    tokens = len(request.input_ids) if request.input_ids is not None else "?"
     dropped = f" · {plan.dropped_turns} old turn(s) left out to fit the context" if plan.dropped_turns else ""
-    return f"{tokens} tokens · stop strings: {', '.join(map(repr, plan.stop_strings)) or 'none'}{dropped}"
+    return f"{tokens} tokens · stop strings: {', '.join(map(repr, request.stop_strings)) or 'none'}{dropped}"
+
+
+def prompt_ids_text(prepared: PreparedGeneration) -> str:
+    ids = prepared.request.input_ids
+    return "(the remote server tokenizes the prompt)" if ids is None else " ".join(map(str, ids))
 
 
 # --- layout ---------------------------------------------------------------------------------------
@@ -119,9 +135,12 @@ def build(ui) -> None:
     show = gr.Button("Show the exact prompt", elem_id="show-prompt")
     shown = gr.Textbox(label="The exact prompt", lines=10, buttons=["copy"], elem_id="exact-prompt")
     shown_info = gr.Markdown(elem_id="exact-prompt-info")
+    with gr.Accordion("Token ids", open=False):
+        shown_ids = gr.Textbox(label="Token ids the model gets", lines=3, buttons=["copy"], elem_id="exact-prompt-ids")
     ui.components.update(format_resolved=resolved, format_name=fmt_name, format_template=fmt_template,
                          format_stops=fmt_stops, format_save=fmt_save, format_status=fmt_status,
-                         show_prompt=show, exact_prompt=shown, exact_prompt_info=shown_info)
+                         show_prompt=show, exact_prompt=shown, exact_prompt_info=shown_info,
+                         exact_prompt_ids=shown_ids)
 
 
 def _editor_or_blank(ctx: Context, choice: str) -> tuple[str, str, str]:
@@ -152,19 +171,24 @@ def wire(ui) -> None:
         return (gr.update(choices=format_choices(ctx), value=saved), resolved_format_text(ctx, saved),
                 f"Saved instruction format **{saved}**.")
 
-    def show(request: gr.Request, history: list[dict], message: str, *values: Any):  # request first: see notebook_tab
-        state = state_from_values(ui, values)
+    chat_id = [c["chat_id"]] if "chat_id" in c else [gr.State(None)]
+    chat_inputs = [c["chatbot"], c["message"]] if "message" in c else [c["chatbot"], gr.State("")]
+    show_inputs = [*chat_id, *chat_inputs, *control_inputs(ui)]
+
+    def show(request: gr.Request, *values: Any):  # request first: see notebook_tab
+        data = dict(zip(show_inputs, values))
+        chat, history, message = values[:3]
+        user = user_of(request)
         try:
-            character = character_of(ctx, user_of(request), state.get("character"))
-            plan = exact_prompt(ctx, history_from_chatbot(history), message or "", state, character)
+            setup, _ = turn_setup(ui, user, data)
+            prepared = exact_prompt(ctx, user, chat, history_from_chatbot(history), message or "", setup)
         except CorralError as err:
-            return "", f"⚠️ {err}"
-        return plan.prompt, prompt_report(ctx, plan)
+            return "", f"⚠️ {err}", ""
+        return prepared.request.prompt, prompt_report(prepared), prompt_ids_text(prepared)
 
     choice.change(chosen, choice, [resolved, *editor, c["format_status"]], api_name="format_choose")
     c["format_save"].click(save, editor, [choice, resolved, c["format_status"]], api_name="format_save")
-    chat_inputs = [c["chatbot"], c["message"]] if "message" in c else [c["chatbot"], gr.State("")]
-    c["show_prompt"].click(show, [*chat_inputs, *control_inputs(ui)], [c["exact_prompt"], c["exact_prompt_info"]],
+    c["show_prompt"].click(show, show_inputs, [c["exact_prompt"], c["exact_prompt_info"], c["exact_prompt_ids"]],
                            api_name="show_prompt")
     if "model_status" in c:  # a model load can change the automatic format
         c["model_status"].change(lambda name: resolved_format_text(ctx, name), choice, resolved,

@@ -26,6 +26,7 @@ from modules.core.config import LoaderOptions
 from modules.core.errors import CorralError, ModelLoadError, RemoteServerError
 from modules.core.loaders.base import BackendInfo, Piece, ProgressCallback
 from modules.core.loaders.remote_http import CALL_TIMEOUT, LIST_TIMEOUT, RemoteServer
+from modules.core.prompt_tokens import Segment, SpecialTokens, joined
 from modules.core.registry import ModelInfo
 from modules.core.sampling import SAMPLER_FEATURES, SamplerParams
 from modules.core.templates import config_for_model
@@ -76,14 +77,6 @@ def sampler_fields(params: SamplerParams, kind: str) -> dict[str, Any]:
     if kind == "llama.cpp" and "repeat_penalty" in out and params.repetition_penalty_range == 0:
         out["repeat_last_n"] = -1  # ours: 0 = the whole context; llama.cpp: -1
     return out
-
-
-@dataclass
-class ServerTokens:
-    """The server's BOS / EOS texts for prompt building (the BOS is left to the server, see below)."""
-
-    bos: str = ""
-    eos: str = ""
 
 
 @dataclass
@@ -154,7 +147,8 @@ class RemoteBackend:
         self.eos_token_ids: set[int] = set()
         self.supported_samplers = supported_features(kind)
         # No BOS in the prompt text: the server adds its own when it tokenizes (vLLM would double it).
-        self.special_tokens = ServerTokens(bos="", eos=model.eos_token)
+        self.special_tokens = SpecialTokens(bos="", eos=model.eos_token)
+        self.bos_prefix: list[int] = []  # the server adds its own BOS
         counts = "exact (the server's tokenizer)" if kind == "corral" else "estimated (characters / 4)"
         self.info = BackendInfo(name=model.name, loader="remote", context_length=model.context_length,
                                 device=server.url, details={"server": kind, "url": server.url, "token_counts": counts})
@@ -164,6 +158,10 @@ class RemoteBackend:
     def encode(self, text: str) -> list[int]:
         self._need_corral("token ids")
         return list(self.server.post("/v1/internal/encode", {"text": text})["tokens"])
+
+    def encode_segments(self, segments: list[Segment]) -> list[int]:
+        """The server tokenizes text as one piece: it cannot be told which parts a person wrote."""
+        return self.encode(joined(segments))
 
     def decode(self, ids: list[int]) -> str:
         self._need_corral("decoding token ids")
