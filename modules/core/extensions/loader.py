@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from modules.core.errors import BadNameError
 from modules.core.extensions.report import ExtensionError, describe
+from modules.core.paths import check_name
 
 PACKAGE = "extensions"
 
@@ -64,6 +66,10 @@ def load_extension(folder: Path, name: str, settings: dict[str, Any]) -> LoadedE
 
     Raises :class:`ExtensionError` with a message that says what to do.
     """
+    try:
+        check_name(name, "extension")  # a folder name in extensions/: never '..', a path, or too long
+    except BadNameError as err:
+        raise ExtensionError(str(err)) from None
     home = folder / name
     script = home / "script.py"
     if not script.is_file():
