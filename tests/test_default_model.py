@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+from golden.make_golden import CASES, load_golden, plain_greedy, prompt_text
 from modules.core import default_model
 from modules.core.default_model import GGUF_NAME, ensure_default_model, is_converted
 
@@ -25,7 +26,8 @@ def tokenizer(default_model_dir: Path):
 
 @pytest.fixture(scope="module")
 def model(default_model_dir: Path):
-    return AutoModelForCausalLM.from_pretrained(default_model_dir).eval()
+    """Plain transformers' own copy (the reference), not the engine's shared one."""
+    return AutoModelForCausalLM.from_pretrained(default_model_dir, dtype=torch.float32).eval()
 
 
 def test_folder_and_gguf_copy_exist(default_model_dir: Path) -> None:
@@ -74,6 +76,19 @@ def test_greedy_answer_names_paris(model, tokenizer) -> None:
         output = model.generate(**inputs, max_new_tokens=24, do_sample=False)
     answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer, answer
+
+
+def test_golden_greedy_outputs_match_plain_transformers_live(model, tokenizer) -> None:
+    """tests/golden/default_model_greedy.json, which the engine tests compare with, is what plain
+    transformers gives now. On a failure after an upgrade: tests/golden/make_golden.py rewrites it."""
+    golden = load_golden()
+    assert set(golden["cases"]) == set(CASES)
+    for name, case in golden["cases"].items():
+        assert prompt_text(tokenizer, case["source"]) == case["prompt"], name
+        prompt_ids, ids = plain_greedy(tokenizer, model, case["prompt"], case["max_new_tokens"])
+        assert prompt_ids == case["prompt_ids"], name
+        assert ids == case["ids"], f"{name}: plain transformers now gives {tokenizer.decode(ids)!r}"
+        assert tokenizer.decode(ids, skip_special_tokens=True) == case["text"], name
 
 
 def test_interrupted_conversion_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
