@@ -5,13 +5,18 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+from processes import child_env
+
+
+@pytest.mark.slow  # the GPU benchmark (16-bit and NF4 through bitsandbytes) run on the CPU
 def test_bench_gpu_runs_on_the_cpu_with_the_tiny_shape(repo_root, tmp_path):
     out = tmp_path / "gpu.json"
     cmd = [sys.executable, str(repo_root / "bench" / "gpu.py"), "--shape", "tiny", "--device", "cpu",
            "--modes", "fp16", "nf4", "--new-tokens", "12", "--context", "128", "--fast", "eager",
            "--model-dir", str(tmp_path / "llama-tiny-random"), "--json", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=repo_root)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=repo_root, env=child_env())
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["bandwidth"] > 1e8  # bytes/s of a real copy

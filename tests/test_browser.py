@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from processes import child_env
 from tiny_models import build_tiny_llama
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -30,7 +31,8 @@ TINY = "tiny-llama"
 USERS = {"alice": "wonderland", "bob": "builder"}
 STATS = re.compile(r"[\d.]+ tokens/s · (\d+) tokens · context (\d+)/(\d+)")
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)")
+pytestmark = [pytest.mark.slow,  # a second app process and a real browser: minutes on two cores
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)")]
 
 
 def free_port() -> int:
@@ -63,7 +65,7 @@ def app_url(default_model_dir: Path, repo_root: Path, tmp_path_factory):
     for user, password in USERS.items():
         command += ["--gradio-auth", f"{user}:{password}"]
     log = (root / "app.log").open("w")
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    env = child_env(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
     process = subprocess.Popen(command, cwd=repo_root, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -154,6 +156,34 @@ WATCH_JS = """() => {
   window.__statsObserver.observe(node, {subtree: true, childList: true, characterData: true});
 }"""
 
+# Every text the last bot message shows, recorded by the page itself as the DOM changes: no state
+# of a streaming reply is missed, however busy the machine (a poll from here could miss them all).
+WATCH_BOT_JS = """() => {
+  const chat = document.querySelector('#chat');
+  window.__bot = [];
+  const record = () => {
+    const bots = chat.querySelectorAll('[data-testid=bot]');
+    const text = bots.length ? bots[bots.length - 1].innerText.trim() : '';
+    if (text && text !== window.__bot[window.__bot.length - 1]) window.__bot.push(text);
+  };
+  if (window.__botObserver) window.__botObserver.disconnect();
+  window.__botObserver = new MutationObserver(record);
+  window.__botObserver.observe(chat, {subtree: true, childList: true, characterData: true});
+}"""
+
+# True once the stats line has shown "writing" and then a finished reply's line (the one shown now);
+# the text "failed: ..." if the reply failed.
+REPLY_DONE_JS = """() => {
+  const now = document.querySelector('#reply-stats').innerText.trim();
+  if (now.includes('⚠️')) return 'failed: ' + now;
+  const seen = window.__stats || [];
+  const start = seen.findIndex(line => line.startsWith('writing'));
+  if (start < 0) return false;
+  const done = seen.slice(start).filter(line => /[\\d.]+ tokens\\/s · \\d+ tokens · context \\d+\\/\\d+/.test(line)
+                                                 && !line.startsWith('writing'));
+  return done.length > 0 && now === done[done.length - 1];
+}"""
+
 
 def act(page, action) -> str:
     """Do ``action`` (which starts a reply) and wait until that reply has finished; returns the stats line.
@@ -166,19 +196,15 @@ def act(page, action) -> str:
     return wait_reply_done(page)
 
 
-def wait_reply_done(page, timeout: float = 120.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen = page.evaluate("() => window.__stats || []")
-        started = [i for i, line in enumerate(seen) if line.startswith("writing")]
-        if started:
-            after = [line for line in seen[started[0]:] if STATS.search(line) and not line.startswith("writing")]
-            if after and stats(page) == after[-1]:
-                return after[-1]
-        if "⚠️" in stats(page):
-            raise AssertionError(f"the reply failed: {stats(page)}")
-        time.sleep(0.1)
-    raise AssertionError(f"no finished reply after {timeout:.0f} s; stats: {stats(page)!r}")
+def wait_reply_done(page, timeout: float = 240.0) -> str:
+    """Wait (in the page, on its recorded stats lines) until the reply started by the last action has finished."""
+    try:
+        outcome = page.wait_for_function(REPLY_DONE_JS, timeout=timeout * 1000).json_value()
+    except playwright_api.TimeoutError:
+        raise AssertionError(f"no finished reply after {timeout:.0f} s; stats: {stats(page)!r}") from None
+    if outcome is not True:
+        raise AssertionError(f"the reply {outcome}")
+    return stats(page)
 
 
 def send(page, text: str) -> None:
@@ -208,20 +234,14 @@ def test_send_a_message_and_watch_the_reply_stream(alice, shot):
     assert box.input_value() == "first line\nsecond line"  # Shift+Enter: a new line, nothing sent
     assert texts(alice, "user") == []
     alice.evaluate(WATCH_JS)
+    alice.evaluate(WATCH_BOT_JS)
     send(alice, "What is the capital of France?")
-    seen: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        bots = texts(alice, "bot")
-        if bots and bots[-1] and bots[-1] not in seen:
-            seen.append(bots[-1])
-            if len(seen) == 2:
-                shot(alice, "reply-streaming")
-        line = stats(alice)
-        if STATS.search(line) and not line.startswith("writing"):
-            break
-        time.sleep(0.05)
+    alice.wait_for_function(f"() => window.__bot.length >= 2 || ({REPLY_DONE_JS})() !== false", timeout=240_000)
+    shot(alice, "reply-streaming")
+    wait_reply_done(alice)
     shot(alice, "reply-done")
+    seen = alice.evaluate("() => window.__bot")
+    assert seen[-1] == texts(alice, "bot")[-1]
     assert len(seen) >= 2, f"the reply did not stream: {seen}"
     assert all(seen[-1].startswith(part) for part in seen[:-1])
     assert "Paris" in seen[-1] and texts(alice, "user") == ["What is the capital of France?"]

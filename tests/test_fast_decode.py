@@ -117,6 +117,7 @@ def test_auto_is_off_on_the_cpu_and_bad_values_fail_before_loading(tiny_dir):
     assert manager.engine.backend is None
 
 
+@pytest.mark.slow  # compiles with inductor (a C++ build, ~30 s or more on two cores); the fast path is for CUDA
 def test_torch_compile_on_the_cpu_gives_the_normal_loops_tokens(tiny_dir):
     """'on' compiles the step with inductor here (CUDA graphs only on CUDA); first run ~30 s, cached after."""
     manager = ModelManager(ModelRegistry(tiny_dir), Engine(), LoaderOptions(dtype="float32", cpu=True))

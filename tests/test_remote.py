@@ -1,4 +1,8 @@
-"""The remote loader, end to end: a second Corral process serves the API; this one uses it as its model."""
+"""The remote loader, end to end: a second Corral serves the API; this one uses it as its model.
+
+The second Corral's API runs in this process on the session's shared model (the remote loader
+sees only HTTP); one test chains a real ``app.py --loader remote`` process onto it.
+"""
 from __future__ import annotations
 
 import os
@@ -12,7 +16,8 @@ from typing import Iterator
 import httpx
 import pytest
 
-from api_helpers import GREEDY_QUESTION, default_context, free_port, run_engine, wait_until
+from api_helpers import GREEDY_QUESTION, default_context, free_port, run_engine, watch_generations
+from modules.api.server import start_api
 from modules.core.chat import ChatSettings, Turn
 from modules.core.config import DEFAULT_MODEL_NAME, AppConfig, LoaderOptions
 from modules.core.context import build_context
@@ -23,6 +28,7 @@ from modules.core.loaders.remote_http import RemoteServer, base_url
 from modules.core.loaders.remote_loader import (RemoteBackend, RemoteCatalog, ServerModel, first_remote_model,
                                                 sampler_fields)
 from modules.core.sampling import SamplerParams
+from processes import child_env
 
 MAX = 24
 START_TIMEOUT = 240
@@ -35,7 +41,7 @@ def corral_process(repo_root: Path, scratch: Path, *flags: str) -> Iterator[str]
     log_path = scratch / "app.log"
     command = [sys.executable, "app.py", "--api", "--api-port", str(api_port), "--listen-port", str(ui_port),
                "--user-data-dir", str(scratch / "user_data"), *flags]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    env = child_env(GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=repo_root, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{api_port}"
@@ -66,11 +72,21 @@ def _wait_for_model(process: subprocess.Popen, url: str, log_path: Path) -> None
 
 
 @pytest.fixture(scope="module")
-def remote_url(default_model_dir, repo_root, tmp_path_factory):
-    """A second Corral serving the default model on loopback."""
-    with corral_process(repo_root, tmp_path_factory.mktemp("second-corral"), "--model", DEFAULT_MODEL_NAME,
-                        "--models-dir", str(default_model_dir.parent), "--dtype", "float32", "--cpu") as url:
-        yield url
+def second(default_model_dir, default_model, tmp_path_factory):
+    """A second Corral's API serving the default model on loopback: its own context and server in this
+    process, on the session's loaded model (the remote loader sees only HTTP). A real second process is
+    started by ``test_app_started_with_loader_remote_serves_the_remote_model``."""
+    server_ctx = default_context(default_model_dir.parent, tmp_path_factory.mktemp("second-corral"),
+                                 shared=default_model)
+    handle = start_api(server_ctx)
+    yield server_ctx, handle.url
+    handle.stop()
+    server_ctx.models.unload()
+
+
+@pytest.fixture(scope="module")
+def remote_url(second) -> str:
+    return second[1]
 
 
 @pytest.fixture(scope="module")
@@ -109,20 +125,21 @@ def test_chat_through_the_remote_equals_the_second_process(ctx, remote_url):
     assert deltas[-1].prompt_tokens == direct["usage"]["prompt_tokens"]  # exact counts from the server
 
 
-def test_stop_closes_the_remote_stream(ctx, remote_url):
+def test_stop_closes_the_remote_stream(ctx, second):
     params = SamplerParams(do_sample=False, max_new_tokens=1000, ban_eos_token=True)
     request, _ = chat_request(ctx, [], Turn(user_message="Write a very long story."), ChatSettings(), params)
     texts, last = [], None
-    for delta in ctx.engine.generate(request):
-        last = delta
-        if delta.text:
-            texts.append(delta.text)
-            if len(texts) == 3:
-                request.cancel.set()  # what the Stop button does
-    assert last.finish_reason == "cancelled" and len(texts) < 10
-    # The server saw the stream close and let go of its model (1000 tokens would take minutes here).
-    assert wait_until(lambda: httpx.get(f"{remote_url}/v1/internal/model/info").json()["queue_depth"] == 0,
-                      timeout=15)
+    with watch_generations(second[0].engine) as server:
+        for delta in ctx.engine.generate(request):
+            last = delta
+            if delta.text:
+                texts.append(delta.text)
+                if len(texts) == 3:
+                    request.cancel.set()  # what the Stop button does
+        assert last.finish_reason == "cancelled" and len(texts) < 10
+        # The server saw the stream close and let go of its model (1000 tokens would take minutes here).
+        assert server.finished.wait(120), "the server went on generating after the stream was closed"
+    assert server.last[0].finish_reason == "cancelled" and server.last[0].completion_tokens < 100
     after, _ = run_engine(ctx, chat_request(ctx, [], Turn(user_message="Hi"), ChatSettings(),
                                             SamplerParams(do_sample=False, max_new_tokens=3))[0])
     assert after

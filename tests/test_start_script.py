@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from processes import child_env
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400),
               pytest.mark.skipif(sys.platform == "win32", reason="start_linux.sh is a bash script")]
 
@@ -122,8 +124,8 @@ def _assistant_text(result: object) -> str:
 def test_start_script_installs_serves_and_second_start_skips_installs(repo_root, tmp_path):
     folder = copy_project(repo_root, tmp_path / "corral")
     with_llama = importlib.util.find_spec("llama_cpp") is not None  # then its wheel is in the cache
-    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH", "CORRAL_LLAMA_CPP"}}
-    env.update(GRADIO_ANALYTICS_ENABLED="False", CORRAL_LLAMA_CPP="1" if with_llama else "0")
+    env = child_env({k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH", "CORRAL_LLAMA_CPP"}},
+                    GRADIO_ANALYTICS_ENABLED="False", CORRAL_LLAMA_CPP="1" if with_llama else "0")
 
     # Greedy, so the answer is the model's best one and does not depend on a random draw.
     first = StartedApp(folder, _free_port(), env, tmp_path / "first.log", ["--preset", "Deterministic"])

@@ -16,7 +16,8 @@ from modules.core.store import SCHEMA_VERSION, Store, apply_migrations
 from modules.core.store import migrations
 
 ROOT = Path(__file__).resolve().parents[1]
-from store_helpers import A, B, chat_with_messages, message_ids, store  # noqa: F401 (store is a fixture)
+from processes import child_env  # noqa: E402
+from store_helpers import A, B, chat_with_messages, message_ids, store  # noqa: F401,E402 (store is a fixture)
 
 
 
@@ -122,7 +123,7 @@ def test_a_process_killed_mid_write_loses_no_committed_message(tmp_path: Path):
     path = tmp_path / "corral.db"
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(ROOT), str(path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
     )
     try:
         first = writer.stdout.readline()
