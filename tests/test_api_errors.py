@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import threading
+import socket
 
 import httpx
 import openai
 import pytest
 
-from api_helpers import GREEDY_QUESTION, default_context, sse_lines, wait_until
+from api_helpers import GREEDY_QUESTION, default_context, sse_lines, watch_generations
 from modules.api.server import start_api
 from modules.core.config import DEFAULT_MODEL_NAME, ServerOptions
 
@@ -21,8 +21,8 @@ ENDLESS = {"messages": [{"role": "user", "content": "Write a very long story."}]
 
 
 @pytest.fixture(scope="module")
-def served(default_model_dir, tmp_path_factory):
-    ctx = default_context(default_model_dir.parent, tmp_path_factory.mktemp("api-errors-user"))
+def served(default_model_dir, default_model, tmp_path_factory):
+    ctx = default_context(default_model_dir.parent, tmp_path_factory.mktemp("api-errors-user"), shared=default_model)
     open_api = start_api(ctx)
     locked_api = start_api(ctx, ServerOptions(api_port=0, api_key=API_KEY, admin_key=ADMIN_KEY))
     yield ctx, open_api, locked_api
@@ -149,37 +149,36 @@ def test_unknown_fields_are_reported_not_fatal(http):
 
 
 def test_streaming_client_disconnect_frees_the_model(ctx, http):
-    with http.stream("POST", CHAT, json={**ENDLESS, "stream": True}) as response:
-        texts = []
-        for data in sse_lines(response):
-            delta = json.loads(data)["choices"][0]["delta"]
-            if delta.get("content"):
-                texts.append(delta["content"])
-            if len(texts) == 3:
-                break
-    # The reply could run for 1000 tokens; the hang-up must cancel it within a token.
-    assert wait_until(lambda: ctx.engine.queue.depth == 0, timeout=15)
+    with watch_generations(ctx.engine) as watch:
+        with http.stream("POST", CHAT, json={**ENDLESS, "stream": True}) as response:
+            texts = []
+            for data in sse_lines(response):
+                delta = json.loads(data)["choices"][0]["delta"]
+                if delta.get("content"):
+                    texts.append(delta["content"])
+                if len(texts) == 3:
+                    break
+        # The reply could run for 1000 tokens (minutes here); the hang-up must cancel it.
+        assert watch.finished.wait(120), "the generation went on after the client hung up"
+    last = watch.last[0]
+    assert last.finish_reason == "cancelled" and last.completion_tokens < 100
     reply = http.post(CHAT, json={"messages": [{"role": "user", "content": GREEDY_QUESTION}], "max_tokens": 4,
                                   "temperature": 0})
     assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] > 0
 
 
 def test_non_streaming_client_disconnect_frees_the_model(ctx, served):
-    outcome: list[object] = []
-
-    def impatient() -> None:
-        with httpx.Client(base_url=served[1].url, timeout=httpx.Timeout(60, read=5.0)) as client:
-            try:
-                outcome.append(client.post(CHAT, json=ENDLESS).status_code)
-            except httpx.ReadTimeout as err:  # the client gives up and closes the connection
-                outcome.append(err)
-
-    worker = threading.Thread(target=impatient)
-    worker.start()
-    assert wait_until(lambda: ctx.engine.queue.depth == 1, timeout=30)
-    worker.join(30)
-    assert len(outcome) == 1 and isinstance(outcome[0], httpx.ReadTimeout)
-    assert wait_until(lambda: ctx.engine.queue.depth == 0, timeout=60)
+    host, port = httpx.URL(served[1].url).host, httpx.URL(served[1].url).port
+    body = json.dumps(ENDLESS).encode()
+    with watch_generations(ctx.engine) as watch:
+        with socket.create_connection((host, port), timeout=120) as sock:  # a client that waits for the whole reply
+            sock.sendall(f"POST {CHAT} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            assert watch.started.wait(120), "the request never started generating"
+        # The client hung up. 1000 tokens would take minutes here: the generation must be cancelled.
+        assert watch.finished.wait(120), "the generation went on after the client hung up"
+    last = watch.last[0]
+    assert last.finish_reason == "cancelled" and last.completion_tokens < 1000
 
 
 def test_huge_max_tokens_is_clamped(http, ctx):
@@ -196,7 +195,10 @@ def test_unknown_loader_option_is_400_and_keeps_the_model(locked, ctx):
 
 
 def test_no_model_is_503_until_one_is_loaded_over_the_api(locked, ctx):
-    """Last in this module: it unloads the model and loads it back through the API."""
+    """Last in this module: it unloads the model and loads it back through the API.
+
+    The load is a second, real one (not the session's shared model): loading over the API is what is tested.
+    """
     headers = bearer(ADMIN_KEY)
     assert locked.post("/v1/internal/model/unload", headers=headers).json() == {"status": "ok"}
     assert ctx.engine.backend is None

@@ -22,9 +22,11 @@ def ctx(tmp_path_factory, repo_root):
     root = tmp_path_factory.mktemp("bad")
     models = root / "models"
     good = build_tiny_llama(models / "good-llama")
-    for name in ("no-weights", "bad-config"):
+    for name in ("no-weights", "bad-config", "torn-weights"):
         shutil.copytree(good, models / name)
     (models / "no-weights" / "model.safetensors").unlink()
+    torn = models / "torn-weights" / "model.safetensors"  # the header is whole, the tensors are cut short
+    torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
     (models / "bad-config" / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "hidden_size": ')
     (models / "not-really.gguf").write_bytes(b"<html>404 Not Found</html>" * 10)
     presets = root / "presets"
@@ -41,16 +43,21 @@ def ctx(tmp_path_factory, repo_root):
     return build_context(config)
 
 
+def answers(ctx) -> None:
+    """The loaded model generates."""
+    deltas = list(ctx.engine.generate(GenerationRequest(prompt="Hello", params=SamplerParams(max_new_tokens=3))))
+    assert deltas[-1].finish_reason in {"stop", "length"} and deltas[-1].completion_tokens > 0
+
+
 def still_usable(ctx) -> None:
     """After any failure a good model loads and answers."""
     ctx.models.load("good-llama")
-    deltas = list(ctx.engine.generate(GenerationRequest(prompt="Hello", params=SamplerParams(max_new_tokens=3))))
-    assert deltas[-1].finish_reason in {"stop", "length"}
+    answers(ctx)
 
 
 def test_listing_survives_every_broken_model(ctx):
     infos = {m.name: m for m in ctx.registry.list()}
-    assert set(infos) == {"good-llama", "no-weights", "bad-config", "not-really.gguf"}
+    assert set(infos) == {"good-llama", "no-weights", "bad-config", "torn-weights", "not-really.gguf"}
     assert infos["good-llama"].problem == ""
     assert "no weights" in infos["no-weights"].problem
     assert "config.json" in infos["bad-config"].problem and "not valid JSON" in infos["bad-config"].problem
@@ -66,12 +73,25 @@ def test_loading_a_broken_model_is_a_clear_error(ctx, name, words):
     still_usable(ctx)
 
 
-def test_a_failed_load_keeps_nothing_half_loaded(ctx):
+def test_a_refused_load_keeps_the_loaded_model(ctx):
+    """A model whose files are known to be broken is refused before the working one is touched."""
     ctx.models.load("good-llama")
+    backend = ctx.engine.backend
     with pytest.raises(ModelLoadError):
         ctx.models.load("bad-config")
-    assert ctx.models.current is None or ctx.models.current.info.name == "good-llama"
-    still_usable(ctx)
+    assert ctx.models.loaded_name == "good-llama" and ctx.engine.backend is backend
+    answers(ctx)  # without loading it again
+
+
+def test_a_load_that_fails_midway_gives_back_the_previous_model(ctx):
+    """Weights that only fail while loading: the previous model is loaded again and the error says so (issue 17)."""
+    ctx.models.load("good-llama")
+    with pytest.raises(ModelLoadError) as err:
+        ctx.models.load("torn-weights")
+    assert "torn-weights could not be loaded" in str(err.value)
+    assert "good-llama" in str(err.value) and "loaded again" in str(err.value)  # which model is loaded now
+    assert ctx.models.loaded_name == "good-llama" and ctx.engine.backend is not None
+    answers(ctx)  # without loading it again
 
 
 def test_malformed_preset_names_the_file(ctx):
