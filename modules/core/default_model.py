@@ -61,12 +61,13 @@ def _silent(fraction: float, message: str) -> None:
 def ensure_default_model(models_dir: Path, progress: ProgressCallback | None = None) -> Path:
     """Make sure the default model is in ``models_dir``; return its folder.
 
-    Creates the GGUF copy and the converted safetensors folder when missing;
-    does nothing else when both exist.
+    Creates the GGUF copy and the converted safetensors folder when missing, and removes
+    half-written folders of conversions that were killed; does nothing else when both exist.
     """
     report = progress or _silent
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_partials(models_dir)
     folder = models_dir / DEFAULT_MODEL_NAME
     gguf_copy = models_dir / GGUF_NAME
     if is_converted(folder) and gguf_copy.is_file():
