@@ -1,6 +1,8 @@
 """Our own endpoints under /v1/internal: models, tokens, stop, and the exact chat prompt."""
 from __future__ import annotations
 
+from dataclasses import fields
+
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -9,6 +11,7 @@ from modules.api.convert import chat_completion_job, loaded_model
 from modules.api.errors import ApiError
 from modules.api.routes_openai import parse
 from modules.api.schemas import ChatPromptBody, LoadBody, TextBody, TokensBody
+from modules.core.config import LoaderOptions
 from modules.core.context import Context
 from modules.core.errors import CorralError
 from modules.core.generation import format_for_loaded_model, reply_request, special_tokens
@@ -56,6 +59,11 @@ def _decode(ctx: Context, tokens: list[int]) -> str:
 
 
 def _load(ctx: Context, body: LoadBody) -> dict:
+    unknown = sorted(set(body.args) - {f.name for f in fields(LoaderOptions)})
+    if unknown:
+        raise ApiError(400, f"Unknown loader option(s) in args: {', '.join(unknown)[:200]}. Known: "
+                            f"{', '.join(sorted(f.name for f in fields(LoaderOptions)))}.", param="args",
+                       code="invalid_value")
     names = ctx.registry.names() if body.args.get("loader") != "remote" else [body.model_name]
     if body.model_name not in names:
         known = ", ".join(names) or "none"
