@@ -135,3 +135,37 @@ def test_cancel_mid_batch_frees_the_slot_within_a_step_and_spares_the_others(eng
     while engine.batcher.active and time.monotonic() < deadline:
         time.sleep(0.01)
     assert engine.batcher.active == 0
+
+
+class Count:
+    """A logits processor that only counts the steps that serve its request."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, input_ids, scores):
+        self.calls += 1
+        return scores
+
+
+def test_a_long_prompt_is_read_in_chunks_while_running_streams_keep_stepping(engine):
+    running = Count()
+    seen_at_first_token = []
+
+    def first_token(input_ids, scores):
+        if not seen_at_first_token:
+            seen_at_first_token.append(running.calls)
+        return scores
+
+    long_prompt = "one two three four five " * 250
+    chunks = -(-len(engine.backend.encode(long_prompt)) // engine.batcher.prefill_tokens)
+    assert chunks >= 4
+    requests = [GenerationRequest(prompt=PROMPTS[2], params=GREEDY.replace(max_new_tokens=30, ban_eos_token=True),
+                                  logits_processors=[running]),
+                GenerationRequest(prompt=long_prompt, params=GREEDY.replace(max_new_tokens=2, ban_eos_token=True),
+                                  logits_processors=[first_token])]
+    results, _ = run_together(engine, requests)
+    assert results[1][2].completion_tokens == 2
+    # at most prefill_tokens of the long prompt are read between two steps of the running stream,
+    # so it got a step after each chunk but the last (read all at once, it would be at 1 or 2)
+    assert seen_at_first_token[0] >= chunks

@@ -12,9 +12,10 @@ top-p). Our requests each carry their own processors (penalties, logit bias,
 Mirostat, XTC, extensions' processors) and their own seeded generator, so the
 decode loop is batched here over the model's ordinary ``DynamicCache``:
 
-* a new request's prompt is prefilled alone (batch 1, its own cache), then its
-  keys and values are merged into the batch cache, left-padded to the common
-  length; a 2-D attention mask hides the padding and each row gets its own
+* a new request's prompt is prefilled alone (batch 1, its own cache; a long one
+  in chunks of ``prefill_tokens``, with a decode step of the running requests
+  between two chunks), then its keys and values are merged into the batch
+  cache, left-padded to the common length; a 2-D attention mask hides the padding and each row gets its own
   ``position_ids``, so every row sees exactly what it would see alone;
 * each step feeds one token per row ([B, 1]) and returns logits [B, V]; each
   row then runs its own processors and picks with its own generator;
@@ -60,7 +61,8 @@ class _Slot:
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     closed: bool = False  # the consumer stopped reading
     context: torch.Tensor | None = None  # [1, L] prompt + reply so far, kept only when processors read it
-    length: int = 0  # real (unpadded) positions of this row in the cache
+    length: int = 0  # real (unpadded) positions of this row in the cache (while prefilling: read so far)
+    prefill: DynamicCache | None = None  # this request's own cache while its prompt is read
     produced: int = 0
     token: int | None = None  # the last picked token: the next step's input
     done: bool = False
@@ -73,8 +75,12 @@ class _Slot:
 class Batcher:
     """Runs every generation of one model in one scheduler thread, batching their decode steps."""
 
-    def __init__(self, model: torch.nn.Module, eos_ids: set[int], max_batch: int = 32) -> None:
+    def __init__(self, model: torch.nn.Module, eos_ids: set[int], max_batch: int = 32,
+                 prefill_tokens: int = 256) -> None:
+        """``max_batch``: rows one step carries at most; ``prefill_tokens``: prompt tokens read
+        between two decode steps (a longer prompt is read in chunks)."""
         self.model, self.eos_ids, self.max_batch = model, set(eos_ids), max_batch
+        self.prefill_tokens = prefill_tokens
         self.cache_arg = cache_argument_name(model)
         self.device = next(model.parameters()).device
         self._pending: list[_Slot] = []
@@ -149,43 +155,62 @@ class Batcher:
                 if self._closing or (not self._pending and not self._rows):
                     self._thread = None  # the next request starts a new scheduler thread
                     break
-                joining, self._pending = self._pending[: self.max_batch - len(self._rows)], \
-                    self._pending[self.max_batch - len(self._rows):]
             try:
                 with torch.inference_mode():
-                    for slot in joining:
-                        self._admit(slot)
+                    self._prefill_some()
                     self._drop_finished()
                     if self._rows:
                         self._step()
                     self._drop_finished()
             except Exception as err:  # noqa: BLE001 - every waiting consumer gets the error
                 log.exception("Batched generation failed")
-                self._fail_all(err, joining)
+                self._fail_all(err)
         if self._closing:
-            self._fail_all(RuntimeError("The model was unloaded during generation."), [])
+            self._fail_all(RuntimeError("The model was unloaded during generation."))
 
-    def _fail_all(self, err: Exception, joining: list[_Slot]) -> None:
+    def _fail_all(self, err: Exception) -> None:
         with self._cond:
-            slots = self._rows + joining + (self._pending if self._closing else [])
-            self._rows, self._cache, self._mask = [], None, None
-            if self._closing:
-                self._pending = []
+            slots = self._rows + self._pending
+            self._rows, self._pending, self._cache, self._mask = [], [], None, None
         for slot in slots:
             slot.out.put(err)
 
-    def _admit(self, slot: _Slot) -> None:
-        """Prefill ``slot``'s prompt alone, emit its first token, and merge it into the batch."""
-        if slot.finished:
-            slot.out.put(_END)
-            return
-        prompt = torch.tensor([slot.ids], dtype=torch.long, device=self.device)  # [1, L]
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=prompt, use_cache=True, logits_to_keep=1, **{self.cache_arg: cache})
-        slot.context = prompt if slot.processors else None
-        slot.length = prompt.shape[1]
-        self._emit(slot, out.logits[:, -1, :].float())
-        self._merge(slot, cache)
+    def _prefill_some(self) -> None:
+        """Read up to ``prefill_tokens`` prompt tokens of waiting requests, oldest first.
+
+        A long prompt is read in chunks over several turns, with a decode step of the running
+        requests between two chunks, so it does not stall their streams; a request whose prompt
+        is read emits its first token and joins the batch.
+        """
+        budget = self.prefill_tokens
+        while budget > 0:
+            with self._cond:
+                if not self._pending or len(self._rows) >= self.max_batch:
+                    return
+                slot = self._pending[0]
+            if slot.finished:
+                with self._cond:
+                    self._pending.remove(slot)
+                slot.out.put(_END)
+                continue
+            take = min(len(slot.ids) - slot.length, budget)
+            budget -= take
+            logits = self._prefill_chunk(slot, take)
+            if slot.length == len(slot.ids):
+                slot.context = torch.tensor([slot.ids], dtype=torch.long, device=self.device) \
+                    if slot.processors else None  # [1, L]
+                self._emit(slot, logits)
+                self._merge(slot, slot.prefill)
+                slot.prefill = None
+
+    def _prefill_chunk(self, slot: _Slot, take: int) -> torch.Tensor:
+        """Run the next ``take`` prompt tokens of ``slot`` through its own cache; last logits [1, V]."""
+        if slot.prefill is None:
+            slot.prefill = DynamicCache(config=self.model.config)
+        chunk = torch.tensor([slot.ids[slot.length:slot.length + take]], dtype=torch.long, device=self.device)
+        out = self.model(input_ids=chunk, use_cache=True, logits_to_keep=1, **{self.cache_arg: slot.prefill})
+        slot.length += take
+        return out.logits[:, -1, :].float()
 
     def _merge(self, slot: _Slot, cache: DynamicCache) -> None:
         if any(type(layer) is not DynamicLayer for layer in cache.layers):
@@ -193,7 +218,8 @@ class Batcher:
         length = slot.length
         row_mask = torch.ones((1, length), dtype=torch.long, device=self.device)
         if self._cache is None:
-            self._cache, self._mask, self._rows = cache, row_mask, [slot]
+            self._cache, self._mask = cache, row_mask
+            self._join(slot)
             return
         common = self._mask.shape[1]
         if length > common:
@@ -206,7 +232,12 @@ class Batcher:
             mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
             mine.values = torch.cat([mine.values, theirs.values], dim=0)
         self._mask = torch.cat([self._mask, row_mask], dim=0)
-        self._rows.append(slot)
+        self._join(slot)
+
+    def _join(self, slot: _Slot) -> None:
+        with self._cond:
+            self._pending.remove(slot)
+            self._rows.append(slot)
 
     def _pad_batch(self, extra: int) -> None:
         _pad_layers(self._cache, extra)
