@@ -66,7 +66,7 @@ class ExtensionHost:
     # -- tokens -------------------------------------------------------------------
     def _local_backend(self) -> Any:
         backend = self.ctx.engine.require_backend()
-        if getattr(backend, "streams_text", False):
+        if backend.streams_text:
             raise CorralError("The loaded model runs on a remote server, so its token ids are not available "
                               "here. Load a local model to use an extension that needs them.")
         return backend
@@ -89,10 +89,7 @@ class ExtensionHost:
         name = backend.info.name
         with self._lock:
             if self._token_texts[0] != name:
-                tokenizer = getattr(backend, "tokenizer", None)
-                size = len(tokenizer) if tokenizer is not None else 0
-                texts = tokenizer.batch_decode([[i] for i in range(size)]) if size else []
-                self._token_texts = (name, texts)
+                self._token_texts = (name, [backend.decode([i]) for i in range(backend.info.vocab_size)])
             return self._token_texts[1]
 
     def token_pieces(self, ids: list[int]) -> list[str]:

@@ -111,7 +111,7 @@ class Generation:
         if not (hooks.has("tokenizer_modifier") or hooks.has("logits_processor_modifier")):
             return
         backend = self.ctx.engine.require_backend()
-        if getattr(backend, "streams_text", False):
+        if backend.streams_text:
             log.warning("tokenizer_modifier / logits_processor_modifier are not applied: the %s loader "
                         "samples outside Python.", backend.info.loader)
             return
