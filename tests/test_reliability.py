@@ -71,7 +71,7 @@ def bad(client: httpx.Client, body: dict, param: str, path: str = CHAT) -> dict:
 def test_bad_sampler_values_are_400_naming_the_field(served, field, value, param):
     ctx, _, client = served
     bad(client, {"messages": HI, "max_tokens": 2, field: value}, param)
-    assert ctx.engine.queue.depth == 0
+    assert ctx.engine.busy == 0
 
 
 def test_logit_bias_past_the_vocabulary_is_400(served):
@@ -173,7 +173,7 @@ def test_streaming_hang_up_cancels(served):
             for count, _ in enumerate(response.iter_lines()):
                 if count > 5:
                     break
-    assert wait_until(lambda: ctx.engine.queue.depth == 0, timeout=60)
+    assert wait_until(lambda: ctx.engine.busy == 0, timeout=60)
 
 
 def test_model_listing_reads_each_model_once(served, monkeypatch):

@@ -161,6 +161,12 @@ class Engine:
     def count_tokens(self, text: str) -> int:
         return self.require_backend().count_tokens(text)
 
+    @property
+    def busy(self) -> int:
+        """Requests inside the engine, waiting for their turn or generating (batched ones included)."""
+        with self._active_lock:
+            return len(self._active)
+
     def stop_all(self) -> int:
         """Cancel every running or queued request; returns how many were told."""
         with self._active_lock:
