@@ -23,7 +23,7 @@ def model_info(ctx: Context) -> dict:
     """What a client (or a Corral using this one as its remote backend) needs to know about the model."""
     current, backend = ctx.models.current, ctx.engine.backend
     if current is None or backend is None:
-        return {"server": "corral", "model_name": None, "loader": None, "queue_depth": ctx.engine.queue.depth}
+        return {"server": "corral", "model_name": None, "loader": None, "queue_depth": ctx.engine.busy}
     try:
         fmt = format_for_loaded_model(ctx, ctx.config.instruction_format)
         template, format_name, reason = fmt.template, fmt.name, fmt.reason
@@ -35,7 +35,7 @@ def model_info(ctx: Context) -> dict:
             "format_reason": reason, "chat_template": template, "bos_token": tokens.bos, "eos_token": tokens.eos,
             "supported_samplers": sorted(backend.supported_samplers), "dtype": backend.info.dtype,
             "quantization": backend.info.quantization, "device": backend.info.device,
-            "queue_depth": ctx.engine.queue.depth}  # requests generating or waiting
+            "queue_depth": ctx.engine.busy}  # requests generating or waiting
 
 
 def _chat_prompt(ctx: Context, body: ChatPromptBody) -> dict:
