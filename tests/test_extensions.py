@@ -217,7 +217,7 @@ def test_chat_path_runs_every_hook_in_order_with_the_documented_arguments(ctx, r
     assert lp_shape == shape
     # state_modifier's max_new_tokens took effect, and the processor really ran once per token
     assert generation.last.completion_tokens <= 5 and counter.calls == len(generation.token_ids) > 0
-    assert deltas[-1].finish_reason in {"stop", "length"}
+    assert deltas[-1].finish_reason == ("length" if generation.last.completion_tokens == 5 else "stop")
     assert by_name["output_modifier"][1:] == (generation.reply, True)
     assert generation.shown == f"<<{generation.reply}>>" and "<<" not in generation.text
     assert generation.notices == []
@@ -244,7 +244,8 @@ def test_a_raising_extension_is_reported_and_the_reply_still_arrives(ctx, record
     hooks = sorted((n.extension, n.hook) for n in generation.notices)
     assert hooks == [("broken", "bot_prefix_modifier"), ("broken", "input_modifier"), ("broken", "output_modifier")]
     assert all("broken" in str(n) and "skipped" in str(n) for n in generation.notices)
-    assert "input is broken" in str(generation.notices[0]) or "input is broken" in " ".join(map(str, generation.notices))
+    input_notice = next(n for n in generation.notices if n.hook == "input_modifier")
+    assert "input is broken" in str(input_notice)  # the extension's own error, passed on
     # the next extension still got the unchanged value
     assert prepared.user_text == "Hello (ci) [override]"
     assert generation.shown == f"<<{generation.reply}>>"
@@ -395,3 +396,26 @@ def test_the_session_tab_applies_hooks_at_once_and_says_when_a_restart_is_needed
     finally:
         ctx.extensions.enable(ctx, [])
         ctx.config.settings_path = saved_path
+
+
+def test_the_exact_prompt_view_shows_what_the_chat_sends_hooks_included(ctx):
+    """The UI's "show the exact prompt" builds the turn with the chat's own prepare, on the stored chat."""
+    from modules.core.conversation import Conversation, TurnSetup
+    from modules.ui.prompt_panel import exact_prompt
+
+    conv = Conversation(ctx, "local")
+    chat_id = conv.new_chat(ChatSettings())
+    ctx.store.add_message("local", chat_id, "user", "first question", visible="first question")
+    ctx.store.add_message("local", chat_id, "assistant", "first answer", visible="first answer")
+    setup = TurnSetup(ChatSettings(), GREEDY)
+    assert ctx.extensions.enable(ctx, ["flexible"]) == ["flexible"]
+    try:
+        shown = exact_prompt(ctx, "local", chat_id, [], "tell me", setup)
+        sent = prepare_chat(ctx, [{"role": "user", "content": "first question"},
+                                  {"role": "assistant", "content": "first answer"}],
+                            Turn(user_message="tell me"), ChatSettings(), GREEDY)
+    finally:
+        ctx.extensions.enable(ctx, [])
+    assert "TELL ME" in shown.request.prompt and "first answer" in shown.request.prompt  # input_modifier applied
+    assert (shown.request.prompt, shown.request.input_ids) == (sent.request.prompt, sent.request.input_ids)
+    assert shown.request.input_ids and ctx.engine.backend.decode(shown.request.input_ids).count("TELL ME") == 1
