@@ -20,7 +20,7 @@ def test_open_creates_folder_with_wal_and_current_schema(tmp_path: Path):
         pass
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 def test_a_file_that_is_not_a_database_is_refused_with_advice(tmp_path: Path):

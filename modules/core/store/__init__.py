@@ -5,6 +5,7 @@ file. Every method takes the user's name and sees only that user's rows.
 """
 from __future__ import annotations
 
+from modules.core.store.arena import ArenaMixin
 from modules.core.store.base import DEFAULT_USER, NotFoundError
 from modules.core.store.characters import CharactersMixin
 from modules.core.store.chats import MODES
@@ -13,8 +14,8 @@ from modules.core.store.migrations import MIGRATIONS, SCHEMA_VERSION, apply_migr
 from modules.core.store.transfer import EXPORT_FORMAT, TransferMixin
 
 
-class Store(TransferMixin, CharactersMixin):
-    """Chats, messages (with versions), characters, settings, documents; export and import."""
+class Store(TransferMixin, CharactersMixin, ArenaMixin):
+    """Chats, messages (with versions), characters, settings, documents, arena battles; export and import."""
 
 
 __all__ = [

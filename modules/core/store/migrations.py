@@ -110,7 +110,42 @@ def add_message_versions(conn: sqlite3.Connection) -> None:
     """)
 
 
-MIGRATIONS: list[Migration] = [create_initial_schema, add_message_versions]
+def add_arena(conn: sqlite3.Connection) -> None:
+    """Version 3: arena battles (two anonymous sides answering the same prompts), their turns, and
+    verdicts: one human vote per battle (``judge`` NULL) and one per judge model."""
+    _run(conn, """
+        CREATE TABLE arena_battles (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            model_a TEXT NOT NULL,
+            model_b TEXT NOT NULL,
+            question_id TEXT,
+            category TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX arena_battles_by_user ON arena_battles (user_id, created_at);
+        CREATE TABLE arena_turns (
+            battle_id INTEGER NOT NULL REFERENCES arena_battles(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            prompt TEXT NOT NULL,
+            answer_a TEXT NOT NULL,
+            answer_b TEXT NOT NULL,
+            PRIMARY KEY (battle_id, position)
+        ) WITHOUT ROWID;
+        CREATE TABLE arena_votes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            battle_id INTEGER NOT NULL REFERENCES arena_battles(id) ON DELETE CASCADE,
+            judge TEXT,
+            verdict TEXT NOT NULL CHECK (verdict IN ('a', 'b', 'tie', 'both_bad', 'unparsed')),
+            detail TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL
+        );
+        CREATE UNIQUE INDEX arena_votes_one_each ON arena_votes (battle_id, COALESCE(judge, ''))
+    """)
+
+
+MIGRATIONS: list[Migration] = [create_initial_schema, add_message_versions, add_arena]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
