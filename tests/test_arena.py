@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from api_helpers import watch_generations
-from tiny_models import build_tiny_llama
+from arena_helpers import ALPACA, KOALA, build_arena_models
 
 from modules.core.arena.battle import Arena, pick_pair, side_history
 from modules.core.arena.judge import agreement, combine, judge_battle, judge_prompt, parse_verdict
@@ -26,7 +26,6 @@ from modules.core.errors import CorralError
 from modules.core.sampling import SamplerParams
 from modules.core.store import NotFoundError, Store
 
-ALPACA, KOALA = "tiny-alpaca", "tiny-koala"
 GREEDY = SamplerParams(do_sample=False, max_new_tokens=6)
 
 
@@ -238,11 +237,7 @@ def test_bundled_questions_cover_eight_categories():
 
 @pytest.fixture(scope="module")
 def arena_ctx(tmp_path_factory):
-    models = tmp_path_factory.mktemp("arena-models")
-    build_tiny_llama(models / ALPACA, seed=1)
-    build_tiny_llama(models / KOALA, seed=2)
-    (models / "config.yaml").write_text(f"'{ALPACA}':\n  instruction_format: Alpaca\n"
-                                        f"'{KOALA}':\n  instruction_format: Koala\n")
+    models = build_arena_models(tmp_path_factory.mktemp("arena-models"))
     config = AppConfig(loader=LoaderOptions(dtype="float32", cpu=True), models_dir=models,
                        user_data_dir=tmp_path_factory.mktemp("arena-data"))
     ctx = build_context(config)

@@ -5,6 +5,7 @@ from fastapi import Depends, FastAPI
 
 from modules.api.auth import KeyCheck
 from modules.api.errors import install_error_handlers
+from modules.api.routes_arena import arena_router
 from modules.api.routes_internal import internal_router
 from modules.api.routes_openai import openai_router
 from modules.core.config import ServerOptions
@@ -24,6 +25,7 @@ def create_api(ctx: Context, options: ServerOptions | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(openai_router(ctx, keys))
     app.include_router(internal_router(ctx, keys))
+    app.include_router(arena_router(ctx, keys))
     if not public_docs:
         @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(keys.user)])
         async def openapi() -> dict:
