@@ -87,7 +87,7 @@ class Batcher:
         self._rows: list[_Slot] = []  # in batch-row order
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [B, T]: 1 real position, 0 padding
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # guards _pending, _rows, _thread and _closing
         self._closing = False
         self.steps = 0  # batched decode steps run (for tests and the log)
         self.widest = 0  # the most rows one step has carried
@@ -100,14 +100,13 @@ class Batcher:
                logits_processors: list = (), budget: int | None = None) -> Iterator[Piece]:
         """Pieces of one generation; joins the running batch at the next step."""
         slot = self._slot(ids, params, cancel, logits_processors, budget)
-        with self._cond:
+        with self._lock:
             if self._closing:
                 raise RuntimeError("The model is being unloaded; send the request again once a model is loaded.")
             self._pending.append(slot)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="corral-batcher", daemon=True)
                 self._thread.start()
-            self._cond.notify_all()
         try:
             while True:
                 item = slot.out.get()
@@ -117,8 +116,7 @@ class Batcher:
                     raise item
                 yield item
         finally:
-            slot.closed = True
-            self._wake()
+            slot.closed = True  # the scheduler lets the row go before its next step
 
     def _slot(self, ids: list[int], params: SamplerParams, cancel: threading.Event,
               extra: list, budget: int | None) -> _Slot:
@@ -131,27 +129,22 @@ class Batcher:
     @property
     def active(self) -> int:
         """Requests waiting to join or in the batch."""
-        with self._cond:
+        with self._lock:
             return len(self._pending) + len(self._rows)
 
     def close(self) -> None:
         """End every request and stop the scheduler thread."""
-        with self._cond:
+        with self._lock:
             self._closing = True
             thread = self._thread
-            self._cond.notify_all()
         if thread is not None:
             thread.join(timeout=30)
         self.model = None  # type: ignore[assignment]
 
-    def _wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
     # -- the scheduler thread ------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 if self._closing or (not self._pending and not self._rows):
                     self._thread = None  # the next request starts a new scheduler thread
                     break
@@ -169,7 +162,7 @@ class Batcher:
             self._fail_all(RuntimeError("The model was unloaded during generation."))
 
     def _fail_all(self, err: Exception) -> None:
-        with self._cond:
+        with self._lock:
             slots = self._rows + self._pending
             self._rows, self._pending, self._cache, self._mask = [], [], None, None
         for slot in slots:
@@ -184,12 +177,12 @@ class Batcher:
         """
         budget = self.prefill_tokens
         while budget > 0:
-            with self._cond:
+            with self._lock:
                 if not self._pending or len(self._rows) >= self.max_batch:
                     return
                 slot = self._pending[0]
             if slot.finished:
-                with self._cond:
+                with self._lock:
                     self._pending.remove(slot)
                 slot.out.put(_END)
                 continue
@@ -235,7 +228,7 @@ class Batcher:
         self._join(slot)
 
     def _join(self, slot: _Slot) -> None:
-        with self._cond:
+        with self._lock:
             self._pending.remove(slot)
             self._rows.append(slot)
 
@@ -280,7 +273,7 @@ class Batcher:
         if len(keep) == len(self._rows):
             return
         leaving = [slot for slot in self._rows if slot.finished]
-        with self._cond:
+        with self._lock:
             self._rows = [self._rows[i] for i in keep]
         for slot in leaving:  # after the batch let go of them, so ``active`` already counts them out
             slot.out.put(_END)
