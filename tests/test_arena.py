@@ -307,3 +307,15 @@ def test_judge_battle_stores_unparsed_for_nonsense(arena_ctx):
     assert judgement.verdict == combine(judgement.first_verdict, judgement.second_verdict)
     assert boards(arena_ctx.store, "frank", rounds=5)["judges"][KOALA].verdicts + \
         boards(arena_ctx.store, "frank", rounds=5)["judges"][KOALA].unparsed == 1
+
+
+def test_the_arena_core_imports_no_ui_or_api():
+    import ast
+
+    folder = Path(__file__).resolve().parents[1] / "modules" / "core"
+    for path in [*sorted((folder / "arena").glob("*.py")), folder / "store" / "arena.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                assert not name.startswith(("gradio", "fastapi", "modules.ui", "modules.api")), f"{path.name}: {name}"

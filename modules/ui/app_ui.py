@@ -13,8 +13,8 @@ from typing import Any
 import gradio as gr
 
 from modules.core.context import Context
-from modules.ui import (characters_tab, chat_page, download_tab, model_tab, notebook_tab, parameters_tab,
-                        session_tab)
+from modules.ui import (arena_tab, characters_tab, chat_page, download_tab, model_tab, notebook_tab,
+                        parameters_tab, session_tab)
 from modules.ui import extensions_ui
 from modules.ui.sessions import CancelRegistry
 
@@ -26,7 +26,8 @@ JS = chat_page.SHORTCUTS_JS  # launch(js=...): keyboard shortcuts
 
 # (title, tab id, module with build(ui) and wire(ui)), after the Chat tab.
 OTHER_TABS = (("Parameters", "parameters-tab", parameters_tab), ("Characters", "characters-tab", characters_tab),
-              ("Notebook", "notebook-tab", notebook_tab), ("Model", "model-tab", model_tab),
+              ("Notebook", "notebook-tab", notebook_tab), ("Arena", "arena-tab", arena_tab),
+              ("Model", "model-tab", model_tab),
               ("Download", "download-tab", download_tab), ("Session", "session-tab", session_tab))
 
 
