@@ -1,7 +1,14 @@
-"""Two tiny models with different prompt formats (Alpaca and Koala, by models/config.yaml) for arena tests."""
+"""Two tiny models with different prompt formats (Alpaca and Koala, by models/config.yaml) for arena tests.
+
+A pytest plugin (listed in conftest.py): ``arena_models_dir`` builds them once per run; tests use the
+folder read-only, or :func:`models_subset` for a folder holding only some of them.
+"""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+import pytest
 
 from tiny_models import build_tiny_llama
 
@@ -15,3 +22,18 @@ def build_arena_models(models: Path) -> Path:
     (models / "config.yaml").write_text(f"'{ALPACA}':\n  instruction_format: Alpaca\n"
                                         f"'{KOALA}':\n  instruction_format: Koala\n")
     return models
+
+
+def models_subset(source: Path, target: Path, names: list[str]) -> Path:
+    """``target`` with links to ``names`` in ``source`` and a copy of its config.yaml."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (target / name).symlink_to(source / name, target_is_directory=True)
+    shutil.copy(source / "config.yaml", target / "config.yaml")
+    return target
+
+
+@pytest.fixture(scope="session")
+def arena_models_dir(tmp_path_factory) -> Path:
+    """A models folder with tiny-alpaca and tiny-koala, built once per run. Do not write into it."""
+    return build_arena_models(tmp_path_factory.mktemp("arena-models"))

@@ -39,7 +39,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-pytest_plugins = ["family_fixtures"]  # real LLaMA vocabulary and tiny family models (family_fixtures.py)
+pytest_plugins = ["family_fixtures",  # real LLaMA vocabulary and tiny family models (family_fixtures.py)
+                  "arena_helpers"]  # two tiny models with different formats for the arena (arena_helpers.py)
 
 
 @pytest.fixture(scope="session")

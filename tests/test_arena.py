@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from api_helpers import watch_generations
-from arena_helpers import ALPACA, KOALA, build_arena_models
+from arena_helpers import ALPACA, KOALA
 
 from modules.core.arena.battle import Arena, pick_pair, side_history
 from modules.core.arena.judge import agreement, combine, judge_battle, judge_prompt, parse_verdict
@@ -236,9 +236,8 @@ def test_bundled_questions_cover_eight_categories():
 # --- battles between two tiny models ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def arena_ctx(tmp_path_factory):
-    models = build_arena_models(tmp_path_factory.mktemp("arena-models"))
-    config = AppConfig(loader=LoaderOptions(dtype="float32", cpu=True), models_dir=models,
+def arena_ctx(arena_models_dir, tmp_path_factory):
+    config = AppConfig(loader=LoaderOptions(dtype="float32", cpu=True), models_dir=arena_models_dir,
                        user_data_dir=tmp_path_factory.mktemp("arena-data"))
     ctx = build_context(config)
     yield ctx

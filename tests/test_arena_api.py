@@ -7,7 +7,7 @@ import io
 import pytest
 from fastapi.testclient import TestClient
 
-from arena_helpers import ALPACA, KOALA, build_arena_models
+from arena_helpers import ALPACA, KOALA
 
 from modules.api.app import create_api
 from modules.core.config import AppConfig, LoaderOptions, ServerOptions
@@ -18,9 +18,8 @@ API_KEY, ADMIN_KEY = "reader-key", "admin-key"
 
 
 @pytest.fixture(scope="module")
-def ctx(tmp_path_factory):
-    models = build_arena_models(tmp_path_factory.mktemp("arena-api-models"))
-    config = AppConfig(loader=LoaderOptions(dtype="float32", cpu=True), models_dir=models,
+def ctx(arena_models_dir, tmp_path_factory):
+    config = AppConfig(loader=LoaderOptions(dtype="float32", cpu=True), models_dir=arena_models_dir,
                        user_data_dir=tmp_path_factory.mktemp("arena-api-data"))
     context = build_context(config)
     yield context

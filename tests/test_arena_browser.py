@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from arena_helpers import ALPACA, KOALA, build_arena_models
+from arena_helpers import ALPACA, KOALA
 from processes import child_env
 from test_browser import BROWSER_ARGS, CHROMIUM, free_port, wait_for_server
 
@@ -35,9 +35,9 @@ def shots(repo_root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_url(repo_root: Path, tmp_path_factory):
+def app_url(arena_models_dir: Path, repo_root: Path, tmp_path_factory):
     root = tmp_path_factory.mktemp("arena-app")
-    models = build_arena_models(root / "models")
+    models = arena_models_dir
     settings = root / "settings.yaml"
     settings.write_text("max_new_tokens: 12\ndo_sample: false\n")
     port = free_port()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from api_helpers import watch_generations
-from arena_helpers import ALPACA, KOALA, build_arena_models
+from arena_helpers import ALPACA, KOALA, models_subset
 
 from modules.api.server import start_api
 from modules.core.arena.battle import Arena
@@ -18,10 +18,9 @@ GREEDY = SamplerParams(do_sample=False, max_new_tokens=6)
 
 
 @pytest.fixture(scope="module")
-def remote(tmp_path_factory):
+def remote(arena_models_dir, tmp_path_factory):
     """The second Corral: tiny-koala loaded, its API on a free loopback port."""
-    models = build_arena_models(tmp_path_factory.mktemp("remote-models"))
-    (models / ALPACA).rename(models.parent / "alpaca-elsewhere")  # the server offers only tiny-koala
+    models = models_subset(arena_models_dir, tmp_path_factory.mktemp("remote-models") / "models", [KOALA])
     config = AppConfig(loader=LoaderOptions(dtype="float32", cpu=True), models_dir=models,
                        user_data_dir=tmp_path_factory.mktemp("remote-data"))
     config.server = ServerOptions(api_port=0)
@@ -34,10 +33,8 @@ def remote(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ctx(remote, tmp_path_factory):
-    models = tmp_path_factory.mktemp("local-models")
-    build_arena_models(models)
-    (models / KOALA).rename(models.parent / "koala-elsewhere")  # only tiny-alpaca is local
+def ctx(remote, arena_models_dir, tmp_path_factory):
+    models = models_subset(arena_models_dir, tmp_path_factory.mktemp("local-models") / "models", [ALPACA])
     config = AppConfig(loader=LoaderOptions(dtype="float32", cpu=True, remote_url=remote[1]), models_dir=models,
                        user_data_dir=tmp_path_factory.mktemp("local-data"))
     context = build_context(config)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from arena_helpers import ALPACA, KOALA, build_arena_models
+from arena_helpers import ALPACA, KOALA
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -24,9 +24,9 @@ from test_ui_tabs import App, _free_port  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, repo_root: Path):
+def app(arena_models_dir: Path, tmp_path_factory, repo_root: Path):
     root = tmp_path_factory.mktemp("arena-ui")
-    models = build_arena_models(root / "models")
+    models = arena_models_dir
     shutil.copytree(repo_root / "presets", root / "presets")
     config = AppConfig(models_dir=models, presets_dir=root / "presets", user_data_dir=root / "user_data",
                        settings_path=root / "settings.yaml", settings={"do_sample": False, "max_new_tokens": 6})
