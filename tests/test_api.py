@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from api_helpers import GREEDY_QUESTION, default_context, run_engine, sse_lines, wait_until
+from api_helpers import GREEDY_QUESTION, default_context, run_engine, sse_lines, watch_generations
 from modules.api.server import start_api
 from modules.core.chat import Character, ChatSettings, Turn
 from modules.core.config import DEFAULT_MODEL_NAME
@@ -24,8 +24,8 @@ MAX = 24
 
 
 @pytest.fixture(scope="module")
-def served(default_model_dir, tmp_path_factory):
-    ctx = default_context(default_model_dir.parent, tmp_path_factory.mktemp("api-user"))
+def served(default_model_dir, default_model, tmp_path_factory):
+    ctx = default_context(default_model_dir.parent, tmp_path_factory.mktemp("api-user"), shared=default_model)
     handle = start_api(ctx)
     yield ctx, handle
     handle.stop()
@@ -88,7 +88,7 @@ def test_streaming_chat_matches_and_reports_usage(ctx, client):
     content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(content) > 2  # really streamed, not one piece
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
-    assert finishes in (["stop"], ["length"])
+    assert finishes == ["stop"]  # "The capital of France is Paris." ends well within MAX tokens
     usage_chunk = chunks[-1]
     assert usage_chunk.choices == [] and usage_chunk.usage.completion_tokens > 0
     expected, deltas = engine_greedy(ctx, [], GREEDY_QUESTION)
@@ -160,11 +160,23 @@ def test_logit_bias_bans_the_greedy_first_token(ctx, client):
     assert not answer.choices[0].message.content.startswith(first_text)
 
 
-def test_penalties_change_sampling_inputs_without_error(client):
-    answer = client.chat.completions.create(model=DEFAULT_MODEL_NAME, temperature=0, max_tokens=16,
-                                            presence_penalty=1.5, frequency_penalty=1.5,
-                                            messages=[{"role": "user", "content": "Repeat: la la la la la la"}])
-    assert answer.usage.completion_tokens <= 16 and "warnings" not in answer.model_extra
+def repeated_words(text: str) -> int:
+    words = text.split()
+    return len(words) - len(set(words))
+
+
+def test_penalties_change_the_greedy_reply(client):
+    def ask(**penalties):
+        return client.chat.completions.create(model=DEFAULT_MODEL_NAME, temperature=0, max_tokens=16, **penalties,
+                                              messages=[{"role": "user", "content": "Write the word 'la' eight times."}])
+
+    plain = ask()
+    penalized = ask(presence_penalty=1.5, frequency_penalty=1.5)
+    assert penalized.usage.completion_tokens <= 16 and "warnings" not in penalized.model_extra
+    plain_text, penalized_text = plain.choices[0].message.content, penalized.choices[0].message.content
+    assert repeated_words(plain_text) >= 3, plain_text  # unpenalized, the greedy reply repeats itself
+    assert penalized_text != plain_text
+    assert repeated_words(penalized_text) < repeated_words(plain_text), (plain_text, penalized_text)
 
 
 def test_preset_as_extra_field(ctx, client):
@@ -229,19 +241,21 @@ def test_stop_generation_ends_a_stream(ctx, http):
     body = {"messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
             "max_tokens": 200, "temperature": 0, "stream": True}
     texts, finishes = [], []
-    with http.stream("POST", "/v1/chat/completions", json=body) as response:
-        for data in sse_lines(response):
-            if data == "[DONE]":
-                break
-            choice = httpx.Response(200, content=data).json()["choices"][0]
-            if choice["delta"].get("content"):
-                texts.append(choice["delta"]["content"])
-                if len(texts) == 3:
-                    assert http.post("/v1/internal/stop-generation").json()["stopped"] == 1
-            if choice["finish_reason"]:
-                finishes.append(choice["finish_reason"])
+    with watch_generations(ctx.engine) as watch:
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            for data in sse_lines(response):
+                if data == "[DONE]":
+                    break
+                choice = httpx.Response(200, content=data).json()["choices"][0]
+                if choice["delta"].get("content"):
+                    texts.append(choice["delta"]["content"])
+                    if len(texts) == 3:
+                        assert http.post("/v1/internal/stop-generation").json()["stopped"] == 1
+                if choice["finish_reason"]:
+                    finishes.append(choice["finish_reason"])
+        assert watch.finished.wait(60)
     assert 3 <= len(texts) < 10 and finishes == ["stop"]
-    assert wait_until(lambda: ctx.engine.queue.depth == 0)
+    assert watch.last[0].finish_reason == "cancelled"  # stopped, not ended by EOS or the budget
 
 
 def test_a_short_request_is_not_held_behind_a_long_stream(client):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from modules.core.chat import ChatSettings, Turn
-from modules.core.config import DEFAULT_MODEL_NAME, ROOT, AppConfig
+from modules.core.config import ROOT, AppConfig
 from modules.core.context import build_context
 from modules.core.conversation import Conversation, TurnSetup
 from modules.core.extensions import HOOKS
@@ -22,11 +22,10 @@ QUESTION = "What is the capital of France?"
 
 
 @pytest.fixture(scope="module")
-def ctx(default_model_dir: Path, tmp_path_factory):
+def ctx(default_model_dir: Path, default_model, tmp_path_factory):
     config = AppConfig(models_dir=default_model_dir.parent, extensions_dir=ROOT / "extensions",
                        user_data_dir=tmp_path_factory.mktemp("user_data"))
-    context = build_context(config)
-    context.models.load(DEFAULT_MODEL_NAME)
+    context = default_model.lend(build_context(config))  # the session's model; extensions are this context's
     yield context
     context.extensions.enable(context, [])
     context.models.unload()

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,8 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from gradio_client import Client, handle_file  # noqa: E402
+
+from api_helpers import watch_generations  # noqa: E402
 
 from modules.core.config import DEFAULT_MODEL_NAME, AppConfig  # noqa: E402
 from modules.core.context import build_context  # noqa: E402
@@ -38,12 +39,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app(default_model_dir: Path, tmp_path_factory):
+def app(default_model_dir: Path, default_model, tmp_path_factory):
     config = AppConfig(models_dir=default_model_dir.parent, user_data_dir=tmp_path_factory.mktemp("user_data"),
                        characters_dir=tmp_path_factory.mktemp("characters"))
     ctx = build_context(config)
     ctx.config.settings = {"max_new_tokens": 16, "do_sample": False}  # short greedy replies
-    ctx.models.load(DEFAULT_MODEL_NAME)
+    default_model.lend(ctx)  # the session's model, not a second copy
     demo = build_ui(ctx)
     port = free_port()
     demo.queue(default_concurrency_limit=8).launch(server_port=port, prevent_thread_lock=True, quiet=True,
@@ -198,15 +199,12 @@ def test_two_browsers_at_once_never_mix_and_stop_is_per_browser(app):
     for session in (one, two):
         session.call("chat_new")
     long = {"max_new_tokens": 48, "ban_eos_token": True}
-    job_one = one.submit("chat_send", {"Message": "Tell me a story about a cat.", **long})
-    job_two = two.submit("chat_send", {"Message": "Tell me a story about a dog.", **long})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # stop the first once its reply is under way
-        outputs = job_one.outputs()
-        if any(isinstance(o[0], list) and len(o[0]) == 2 and chat_texts(o[0])[-1][1] for o in outputs):
-            break
-        time.sleep(0.05)
-    one.client.predict(api_name="/chat_stop")
+    with watch_generations(ctx.engine) as watch:
+        job_one = one.submit("chat_send", {"Message": "Tell me a story about a cat.", **long})
+        job_two = two.submit("chat_send", {"Message": "Tell me a story about a dog.", **long})
+        # stop the first once its reply is under way (its first token is out)
+        assert watch.wait_for(lambda: any("a cat." in p for p in watch.started_prompts), 240)
+        one.client.predict(api_name="/chat_stop")
     final_one = one._named("chat_send", job_one.result(timeout=300))
     final_two = two._named("chat_send", job_two.result(timeout=300))
     assert "stopped" in final_one["Reply stats"]

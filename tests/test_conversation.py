@@ -20,11 +20,10 @@ QUESTION = "What is the capital of France?"
 
 
 @pytest.fixture(scope="module")
-def ctx(default_model_dir: Path, tmp_path_factory):
+def ctx(default_model_dir: Path, default_model, tmp_path_factory):
     config = AppConfig(models_dir=default_model_dir.parent, user_data_dir=tmp_path_factory.mktemp("user_data"),
                        characters_dir=tmp_path_factory.mktemp("characters"))
-    context = build_context(config)
-    context.models.load(DEFAULT_MODEL_NAME)
+    context = default_model.lend(build_context(config))  # the session's model; the store is this context's
     yield context
     context.models.unload()
     context.store.close()
