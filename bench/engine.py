@@ -43,8 +43,6 @@ def worker_plain(folder: Path, dtype: str, tokens: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.generation.streamers import BaseStreamer
 
-    from modules.core.loaders.tokens import PromptTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
     prompt = chat_text(tokenizer)
@@ -66,7 +64,7 @@ def worker_plain(folder: Path, dtype: str, tokens: int) -> dict:
     def once(n: int) -> tuple[list[int], float, float]:
         streamer = FirstToken()
         started = time.perf_counter()
-        ids = torch.tensor([PromptTokenizer(tokenizer).encode(prompt)])
+        ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])  # the template wrote BOS etc.
         out = model.generate(ids, do_sample=False, max_new_tokens=n, min_new_tokens=n, streamer=streamer)
         total = time.perf_counter() - started
         return out[0, ids.shape[1]:].tolist(), total, streamer.first - started

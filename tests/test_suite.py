@@ -53,3 +53,23 @@ def test_stored_greedy_references_match_their_cases():
         name: (source, max_new) for name, (source, max_new) in CASES.items()}
     for name, case in stored["cases"].items():
         assert case["ids"] and len(case["ids"]) <= case["max_new_tokens"], name
+
+
+def test_the_app_sets_passive_waiting_before_torch_unless_told_otherwise(repo_root, monkeypatch):
+    import subprocess
+
+    from processes import child_env
+
+    # Importing app.py imports no torch, so main() sets the policy before anything reads it.
+    probe = "import sys, app; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=repo_root, capture_output=True, text=True,
+                          timeout=300, env=child_env())
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
+    import app
+
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    app.passive_waiting_threads()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    app.passive_waiting_threads()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's choice wins
