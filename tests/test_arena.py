@@ -318,3 +318,23 @@ def test_the_arena_core_imports_no_ui_or_api():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             for name in names:
                 assert not name.startswith(("gradio", "fastapi", "modules.ui", "modules.api")), f"{path.name}: {name}"
+
+
+def test_an_answer_may_be_read_from_a_different_thread_at_each_step(arena_ctx):
+    """Gradio advances a streaming event's generator in whichever worker thread is free."""
+    arena = Arena(arena_ctx, arena_ctx.store)
+    answer = arena.answer(ALPACA, [], "Hi", GREEDY)
+    steps: list[object] = []
+
+    def step() -> None:
+        try:
+            steps.append(next(answer, None))
+        except Exception as err:  # noqa: BLE001 - checked below
+            steps.append(err)
+
+    while not steps or isinstance(steps[-1], str):
+        worker = threading.Thread(target=step)  # a new thread for every step
+        worker.start()
+        worker.join(120)
+    assert steps[-1] is None and len(steps) >= 2, steps[-1]
+    assert isinstance(arena.complete(KOALA, [], "Hi", GREEDY), str)  # the lock was released

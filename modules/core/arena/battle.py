@@ -42,7 +42,10 @@ class Arena:
 
     def __init__(self, ctx: object, store: object) -> None:
         self.ctx, self.store = ctx, store
-        self._lock = threading.RLock()  # one side generating at a time: loading X must not swap Y out
+        # One side generating at a time: loading X must not swap Y out. A plain Lock, not an RLock: a
+        # streaming answer is a generator that servers (Gradio, Starlette) may advance from a different
+        # worker thread at each step, and only a Lock may be released by another thread.
+        self._lock = threading.Lock()
 
     # -- models ---------------------------------------------------------------------------
     def ensure_model(self, name: str, progress: Progress = _quiet) -> None:
