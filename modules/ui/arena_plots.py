@@ -21,11 +21,12 @@ def ratings_svg(rows: list[dict]) -> str:
     def x(value: float) -> float:
         return LEFT + (value - low) / (high - low) * span
 
-    height = ROW_HEIGHT * len(rows) + 40
+    height = ROW_HEIGHT * len(rows) + 56
     parts = [f"<svg id='arena-plot' xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{height}' "
-             f"role='img' aria-label='Ratings with 95% intervals' style='font: 12px sans-serif'>"]
+             f"role='img' aria-label='Ratings with 95% intervals' style='font: 12px sans-serif'>"
+             f"<text x='{LEFT}' y='14' fill='currentColor'>Rating (dot) and its 95% bootstrap interval (bar)</text>"]
     for i, row in enumerate(rows):
-        y = 20 + i * ROW_HEIGHT
+        y = 36 + i * ROW_HEIGHT
         name = html.escape(row["model"])
         lo, hi = (row["ci_low"], row["ci_high"]) if not math.isnan(row["ci_low"]) else (row["rating"], row["rating"])
         parts.append(f"<text x='{LEFT - 8}' y='{y + 4}' text-anchor='end' fill='currentColor'>{name}</text>"
