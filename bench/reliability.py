@@ -125,7 +125,9 @@ def run_faults(report: Report, ctx, url: str, models: Path, folder: Path, quick:
                   ("model load fails (damaged weights)", lambda: faults.failed_load(ctx, client, BROKEN)),
                   ("model load runs out of memory", lambda: faults.out_of_memory_load(ctx, client)),
                   ("extension raises in every hook", lambda: faults.raising_extension(ctx, client)),
-                  ("disk full while writing chats", lambda: faults.full_disk(folder))]
+                  ("disk full while writing chats", lambda: faults.full_disk(folder)),
+                  ("user_data unusable (a file in the way, a damaged database)",
+                   lambda: faults.unusable_user_data(folder))]
         for name, check in checks:
             try:
                 ok, detail = check()

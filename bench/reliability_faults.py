@@ -150,6 +150,31 @@ def full_disk(folder: Path) -> tuple[bool, str]:
     return clear and integrity == "ok" and committed <= stored, f"{error[:110]}; integrity {integrity}"
 
 
+def unusable_user_data(folder: Path) -> tuple[bool, str]:
+    """user_data/ that cannot be used: a file where the folder should be, a database that is not one.
+
+    (Read-only permissions cannot be simulated here: the suite may run as root, which ignores them.)
+    """
+    from modules.core.errors import CorralError
+    from modules.core.store import Store
+
+    blocked = folder / "blocked"
+    blocked.write_text("not a folder")
+    garbage = folder / "garbage.db"
+    garbage.write_bytes(b"this is not SQLite" * 100)
+    before = garbage.read_bytes()
+    messages = []
+    for path in (blocked / "corral.db", garbage):
+        try:
+            Store(path).close()
+            messages.append(f"{path.name}: opened?!")
+        except CorralError as err:
+            messages.append(str(err)[:70])
+    untouched = garbage.read_bytes() == before
+    ok = not any("opened?!" in m for m in messages) and untouched
+    return ok, f"{' | '.join(messages)}; the damaged file left as it was: {untouched}"
+
+
 KILLED_CHAT = textwrap.dedent("""
     import json, sys, threading
     from pathlib import Path

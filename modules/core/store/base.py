@@ -60,7 +60,11 @@ class StoreBase:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a file where the folder should be, no permission, a read-only disk
+            raise CorralError(f"The folder {self.path.parent} for the chat database cannot be created "
+                              f"({err.strerror or err}). Choose another with --user-data-dir.") from None
         self._lock = threading.RLock()
         self._conn = connect(self.path)
         self._user_ids: dict[str, int] = {}
