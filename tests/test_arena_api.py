@@ -75,6 +75,22 @@ def test_judge_run_and_export_over_the_api(api):
     assert len(api.get("/v1/arena/questions").json()["questions"]) >= 40
 
 
+def test_the_users_own_questions_join_the_set(api, ctx):
+    own = ctx.config.user_data_dir / "arena_questions.yaml"
+    own.write_text("questions:\n  - {id: mine-01, category: hobby, turns: [\"How do I start knitting?\"]}\n")
+    try:
+        listed = api.get("/v1/arena/questions").json()["questions"]
+        assert listed[-1] == {"id": "mine-01", "category": "hobby", "turns": ["How do I start knitting?"]}
+        own.write_text("questions:\n  - {id: math-01, category: math, turns: [again]}\n")
+        clash = api.get("/v1/arena/questions")
+        assert clash.status_code == 400 and "'math-01' is used twice" in clash.json()["error"]["message"]
+        own.write_text("questions: [{id: x}]\n")
+        broken = api.get("/v1/arena/questions")
+        assert broken.status_code == 400 and "arena_questions.yaml could not be read" in broken.json()["error"]["message"]
+    finally:
+        own.unlink()
+
+
 def test_bad_requests_say_what_is_wrong(api):
     assert api.post("/v1/arena/battles/999999/vote", json={"vote": "a"}).status_code == 404
     bad_vote = api.post("/v1/arena/battles/1/vote", json={"vote": "maybe"})

@@ -71,6 +71,17 @@ def test_send_vote_and_leaderboard(app: App) -> None:
     assert len(battles) == 1 and battles[0]["vote"] == "b"
 
 
+def test_run_all_one_category_then_resume(app: App) -> None:
+    params = {"Model A": ALPACA, "Model B": KOALA, "Question categories to run": ["math"]}
+    app.call("/arena_new")
+    first = app.call("/arena_run_all", **params)
+    assert first.startswith("Done: 6 questions answered, 0 skipped")
+    again = app.call("/arena_run_all", **params)
+    assert again.startswith("Done: 0 questions answered, 6 skipped")
+    math = [b for b in app.ctx.store.list_battles("local") if b["category"] == "math"]
+    assert len(math) == 6 and all(b["vote"] is None for b in math)
+
+
 def test_run_all_asks_for_two_models(app: App) -> None:
     message = app.call("/arena_run_all")
     assert message.startswith("⚠️ Choose two different models")

@@ -20,7 +20,7 @@ from modules.api.schemas import Body
 from modules.core.arena.battle import arena_of
 from modules.core.arena.judge import JUDGE_PARAMS, judge_battle
 from modules.core.arena.report import boards, export_csv, export_json
-from modules.core.arena.runner import load_questions, run_all
+from modules.core.arena.runner import questions_for, run_all
 from modules.core.context import Context
 from modules.core.presets import params_from_dict
 from modules.core.sampling import SamplerParams
@@ -82,7 +82,7 @@ def _hidden(row: dict) -> dict:
 
 
 def _run(ctx: Context, body: RunBody) -> dict:
-    questions = load_questions()
+    questions = questions_for(ctx.config.user_data_dir)
     if body.question_ids is not None:
         wanted = set(body.question_ids)
         questions = [q for q in questions if q.id in wanted]
@@ -106,7 +106,7 @@ def arena_router(ctx: Context, keys: KeyCheck) -> APIRouter:
     @router.get("/questions")
     async def questions() -> dict:
         return {"questions": [{"id": q.id, "category": q.category, "turns": list(q.turns)}
-                              for q in await run_in_threadpool(load_questions)]}
+                              for q in await run_in_threadpool(questions_for, ctx.config.user_data_dir)]}
 
     @router.post("/battles", dependencies=[Depends(keys.admin)])
     async def create(request: Request) -> dict:

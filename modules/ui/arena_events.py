@@ -14,7 +14,7 @@ import gradio as gr
 from modules.core.arena.battle import arena_of
 from modules.core.arena.judge import judge_battle
 from modules.core.arena.report import boards, export_csv, export_json
-from modules.core.arena.runner import load_questions, run_all
+from modules.core.arena.runner import questions_for, run_all
 from modules.core.errors import CorralError
 from modules.ui.admin_guard import admin_refusal
 from modules.ui.arena_plots import ratings_svg, win_rate_html
@@ -120,7 +120,7 @@ def wire(ui) -> None:
         return f"Judge {judge}: **{result.verdict}** (first order {result.first_verdict}, swapped {result.second_verdict})."
 
     def run_questions(pick_a: str | None, pick_b: str | None, judge: str | None, use_judge: bool,
-                      request: gr.Request, progress=gr.Progress(), *values: Any):
+                      categories: list[str], request: gr.Request, progress=gr.Progress(), *values: Any):
         refusal = admin_refusal(server, request, "load models for the arena")
         if refusal:
             return refusal
@@ -130,7 +130,8 @@ def wire(ui) -> None:
         try:
             params = sampler_params(state_from_values(ui, values))
             cancel = ui.cancels.fresh(cancel_key(request))
-            work = lambda report: run_all(arena(), user_of(request), pair, load_questions(), params,  # noqa: E731
+            questions = questions_for(ctx.config.user_data_dir, categories or None)
+            work = lambda report: run_all(arena(), user_of(request), pair, questions, params,  # noqa: E731
                                           judge=judge if use_judge and judge else None, progress=report, cancel=cancel)
             return run_reporting(work, progress).text()
         except CorralError as err:
@@ -167,7 +168,8 @@ def wire(ui) -> None:
     c["arena_judge_battle"].click(judge_current, [c["arena_battle"], c["arena_judge"]], c["arena_status"],
                                   api_name="arena_judge")
     c["arena_run_all"].click(run_questions, [c["arena_pick_a"], c["arena_pick_b"], c["arena_judge"],
-                                             c["arena_use_judge"], *control_inputs(ui)], c["arena_run_status"],
+                                             c["arena_use_judge"], c["arena_categories"], *control_inputs(ui)],
+                             c["arena_run_status"],
                              api_name="arena_run_all").then(board, board_inputs, board_outputs,
                                                            api_visibility="private")
     c["arena_export_csv"].click(_exporter(export, "csv"), None, c["arena_export_file"], api_name="arena_export_csv")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from modules.core.arena.runner import questions_for
+from modules.core.errors import CorralError
 from modules.ui import arena_events
 
 VOTES = (("a", "👈 A is better", "arena-vote-a"), ("b", "👉 B is better", "arena-vote-b"),
@@ -46,7 +48,14 @@ def build(ui) -> None:
         c["arena_stop"] = gr.Button("Stop", variant="stop", elem_id="arena-stop")
     c["arena_status"] = gr.Markdown(elem_id="arena-status")
     _build_board(c)
-    _build_tools(c, names)
+    _build_tools(c, names, _categories(ui))
+
+
+def _categories(ui) -> list[str]:
+    try:
+        return sorted({q.category for q in questions_for(ui.ctx.config.user_data_dir)})
+    except CorralError:  # a broken question file of the user's: Run all says so when pressed
+        return []
 
 
 def _build_board(c: dict) -> None:
@@ -63,7 +72,7 @@ def _build_board(c: dict) -> None:
         c["arena_judges"] = gr.Markdown(elem_id="arena-judges")
 
 
-def _build_tools(c: dict, names: list[str]) -> None:
+def _build_tools(c: dict, names: list[str], categories: list[str]) -> None:
     with gr.Accordion("Judge and run all questions", open=False):
         c["arena_judge"] = gr.Dropdown(names, label="Judge model (a local model, or a remote one from the list)",
                                        elem_id="arena-judge")
@@ -73,6 +82,8 @@ def _build_tools(c: dict, names: list[str]) -> None:
                                                elem_id="arena-use-judge")
             c["arena_run_all"] = gr.Button("▶ Run all questions (Model A vs Model B above)", variant="primary",
                                            elem_id="arena-run-all")
+        c["arena_categories"] = gr.CheckboxGroup(categories, value=categories, elem_id="arena-categories",
+                                                 label="Question categories to run (none ticked: all)")
         c["arena_run_status"] = gr.Markdown(elem_id="arena-run-status")
     with gr.Accordion("Export votes", open=False):
         with gr.Row():

@@ -21,6 +21,7 @@ from modules.core.errors import CorralError
 from modules.core.sampling import SamplerParams
 
 QUESTIONS_FILE = Path(__file__).with_name("questions.yaml")
+USER_QUESTIONS = "arena_questions.yaml"  # the user's own questions, in the user data folder
 Progress = Callable[[float, str], None]
 
 
@@ -56,6 +57,12 @@ def load_questions(path: Path = QUESTIONS_FILE, extra: Path | None = None) -> li
             raise CorralError(f"Question id {q.id!r} is used twice; give each question its own id.")
         seen.add(q.id)
     return questions
+
+
+def questions_for(user_data_dir: Path, categories: list[str] | None = None) -> list[Question]:
+    """The bundled questions and the user's own (``user_data/arena_questions.yaml``), of ``categories`` if given."""
+    questions = load_questions(QUESTIONS_FILE, Path(user_data_dir) / USER_QUESTIONS)
+    return [q for q in questions if q.category in categories] if categories else questions
 
 
 def _read(path: Path) -> list[Question]:
