@@ -62,28 +62,36 @@ def board_values(store: Any, user: str | None) -> tuple:
     return rows, ratings_svg(humans.rows), win_rate_html(humans.names, humans.matrix), "\n\n".join(lines)
 
 
-def wire(ui) -> None:
-    ctx, c = ui.ctx, ui.components
-    arena = lambda: arena_of(ctx)  # noqa: E731 - opened on first use
-    server = ctx.config.server
-    chats = [c["arena_chat_a"], c["arena_chat_b"]]
+class ArenaEvents:
+    """The tab's event handlers over one UI context (bound methods, so ``wire`` only connects them)."""
 
-    def send(battle_id: int | None, prompt: str, enabled: list[str], pick_a: str | None, pick_b: str | None,
+    def __init__(self, ui: Any) -> None:
+        self.ui, self.ctx = ui, ui.ctx
+
+    @property
+    def arena(self) -> Any:
+        return arena_of(self.ctx)  # opened on first use
+
+    def _refusal(self, request: gr.Request) -> str | None:
+        return admin_refusal(self.ctx.config.server, request, "load models for the arena")
+
+    def send(self, battle_id: int | None, prompt: str, enabled: list[str], pick_a: str | None, pick_b: str | None,
              request: gr.Request, *values: Any):
-        refusal = admin_refusal(server, request, "load models for the arena")
+        """Both sides answer ``prompt`` (A, then B), streaming; a new battle once the last one was voted on."""
+        refusal = self._refusal(request)
         if refusal:
             yield battle_id, gr.skip(), gr.skip(), refusal, gr.skip()
             return
         user, prompt = user_of(request), (prompt or "").strip()
         try:
-            params = sampler_params(state_from_values(ui, values))
+            params = sampler_params(state_from_values(self.ui, values))
             if not prompt:
                 raise CorralError("Write a prompt first: both models answer it.")
-            if battle_id is None or arena().store.get_battle(user, battle_id)["vote"] is not None:
-                battle_id = arena().start(user, enabled or [], _pick(pick_a), _pick(pick_b))
-            turns = arena().store.get_battle(user, battle_id)["turns"]
-            cancel = ui.cancels.fresh(cancel_key(request))
-            for update in arena().play_turn(user, battle_id, prompt, params, cancel):
+            if battle_id is None or self.arena.store.get_battle(user, battle_id)["vote"] is not None:
+                battle_id = self.arena.start(user, enabled or [], _pick(pick_a), _pick(pick_b))
+            turns = self.arena.store.get_battle(user, battle_id)["turns"]
+            cancel = self.ui.cancels.fresh(cancel_key(request))
+            for update in self.arena.play_turn(user, battle_id, prompt, params, cancel):
                 writing = f"Model {update.side.upper()} is writing…" if update.side else \
                     "Both answered. Vote below, or ask a follow-up: both sides continue."
                 yield (battle_id, gr.update(value=side_messages(turns, "a", prompt, update.answer_a), label="Model A"),
@@ -91,11 +99,11 @@ def wire(ui) -> None:
         except CorralError as err:
             yield battle_id, gr.skip(), gr.skip(), f"⚠️ {err}", gr.skip()
 
-    def vote(battle_id: int | None, verdict: str, request: gr.Request):
+    def vote(self, battle_id: int | None, verdict: str, request: gr.Request) -> tuple:
         if battle_id is None:
             return "⚠️ There is no battle to vote on yet: send a prompt first.", gr.skip(), gr.skip()
         try:
-            battle = arena().store.vote_battle(user_of(request), battle_id, verdict)
+            battle = self.arena.store.vote_battle(user_of(request), battle_id, verdict)
         except CorralError as err:
             return f"⚠️ {err}", gr.skip(), gr.skip()
         a, b = battle["model_a"], battle["model_b"]
@@ -103,92 +111,95 @@ def wire(ui) -> None:
                 "Send a new prompt for the next battle.",
                 gr.update(label=f"Model A: {a}"), gr.update(label=f"Model B: {b}"))
 
-    def new_battle():
+    @staticmethod
+    def new_battle() -> tuple:
         return None, gr.update(value=[], label="Model A"), gr.update(value=[], label="Model B"), ""
 
-    def board(scope: str, request: gr.Request):
-        return board_values(arena().store, None if scope == "all" else user_of(request))
+    def board(self, scope: str, request: gr.Request) -> tuple:
+        return board_values(self.arena.store, None if scope == "all" else user_of(request))
 
-    def judge_current(battle_id: int | None, judge: str | None, request: gr.Request, progress=gr.Progress()):
-        refusal = admin_refusal(server, request, "load models for the arena")
+    def judge_current(self, battle_id: int | None, judge: str | None, request: gr.Request,
+                      progress=gr.Progress()) -> str:
+        refusal = self._refusal(request)
         if refusal or battle_id is None or not judge:
             return refusal or "⚠️ Send a prompt and choose a judge model first."
         try:
-            result = run_reporting(lambda report: judge_battle(arena(), user_of(request), battle_id, judge), progress)
+            work = lambda report: judge_battle(self.arena, user_of(request), battle_id, judge)  # noqa: E731
+            result = run_reporting(work, progress)
         except CorralError as err:
             return f"⚠️ {err}"
         return f"Judge {judge}: **{result.verdict}** (first order {result.first_verdict}, swapped {result.second_verdict})."
 
-    def run_questions(pick_a: str | None, pick_b: str | None, judge: str | None, use_judge: bool,
-                      categories: list[str], request: gr.Request, progress=gr.Progress(), *values: Any):
-        refusal = admin_refusal(server, request, "load models for the arena")
+    def run_questions(self, pick_a: str | None, pick_b: str | None, judge: str | None, use_judge: bool,
+                      categories: list[str], request: gr.Request, progress=gr.Progress(), *values: Any) -> str:
+        refusal = self._refusal(request)
         if refusal:
             return refusal
         pair = (_pick(pick_a), _pick(pick_b))
         if not all(pair) or pair[0] == pair[1]:
             return "⚠️ Choose two different models as Model A and Model B (under “Models in the arena”) first."
         try:
-            params = sampler_params(state_from_values(ui, values))
-            cancel = ui.cancels.fresh(cancel_key(request))
-            questions = questions_for(ctx.config.user_data_dir, categories or None)
-            work = lambda report: run_all(arena(), user_of(request), pair, questions, params,  # noqa: E731
+            params = sampler_params(state_from_values(self.ui, values))
+            cancel = self.ui.cancels.fresh(cancel_key(request))
+            questions = questions_for(self.ctx.config.user_data_dir, categories or None)
+            work = lambda report: run_all(self.arena, user_of(request), pair, questions, params,  # noqa: E731
                                           judge=judge if use_judge and judge else None, progress=report, cancel=cancel)
             return run_reporting(work, progress).text()
         except CorralError as err:
             return f"⚠️ {err}"
 
-    def export(kind: str, request: gr.Request):
-        folder = Path(tempfile.mkdtemp(prefix="corral-arena-"))
-        path = folder / f"arena-battles.{kind}"
+    def export(self, kind: str, request: gr.Request) -> str:
+        path = Path(tempfile.mkdtemp(prefix="corral-arena-")) / f"arena-battles.{kind}"
         write = export_csv if kind == "csv" else export_json
-        path.write_text(write(arena().store, user_of(request)), encoding="utf-8")
+        path.write_text(write(self.arena.store, user_of(request)), encoding="utf-8")
         return str(path)
 
-    def stop(request: gr.Request) -> None:
-        ui.cancels.cancel(cancel_key(request))
+    def stop(self, request: gr.Request) -> None:
+        self.ui.cancels.cancel(cancel_key(request))
 
-    def refresh_models():
-        names = ctx.registry.names()
+    def refresh_models(self) -> tuple:
+        names = self.ctx.registry.names()
         picks = gr.update(choices=[RANDOM, *names])
         return gr.update(choices=names), picks, picks, gr.update(choices=names)
 
-    board_inputs, board_outputs = [c["arena_scope"]], [c["arena_board"], c["arena_plot"], c["arena_win_rates"],
-                                                       c["arena_judges"]]
-    c["arena_send"].click(send, [c["arena_battle"], c["arena_prompt"], c["arena_enabled"], c["arena_pick_a"],
-                                 c["arena_pick_b"], *control_inputs(ui)],
+
+def wire(ui) -> None:
+    c, ev = ui.components, ArenaEvents(ui)
+    chats = [c["arena_chat_a"], c["arena_chat_b"]]
+    board_in, board_out = [c["arena_scope"]], [c["arena_board"], c["arena_plot"], c["arena_win_rates"], c["arena_judges"]]
+    c["arena_send"].click(ev.send, [c["arena_battle"], c["arena_prompt"], c["arena_enabled"], c["arena_pick_a"],
+                                    c["arena_pick_b"], *control_inputs(ui)],
                           [c["arena_battle"], *chats, c["arena_status"], c["arena_prompt"]], api_name="arena_send")
     for verdict in ("a", "b", "tie", "both_bad"):
-        c[f"arena_vote_{verdict}"].click(_voter(vote, verdict), c["arena_battle"], [c["arena_status"], *chats],
+        c[f"arena_vote_{verdict}"].click(_voter(ev, verdict), c["arena_battle"], [c["arena_status"], *chats],
                                          api_name=f"arena_vote_{verdict}").then(
-            board, board_inputs, board_outputs, api_visibility="private")
-    c["arena_new"].click(new_battle, None, [c["arena_battle"], *chats, c["arena_status"]], api_name="arena_new")
-    c["arena_stop"].click(stop, None, None, queue=False, api_name="arena_stop")
-    c["arena_board_refresh"].click(board, board_inputs, board_outputs, api_name="arena_board")
-    c["arena_scope"].change(board, board_inputs, board_outputs, api_visibility="private")
-    c["arena_judge_battle"].click(judge_current, [c["arena_battle"], c["arena_judge"]], c["arena_status"],
+            ev.board, board_in, board_out, api_visibility="private")
+    c["arena_new"].click(ev.new_battle, None, [c["arena_battle"], *chats, c["arena_status"]], api_name="arena_new")
+    c["arena_stop"].click(ev.stop, None, None, queue=False, api_name="arena_stop")
+    c["arena_board_refresh"].click(ev.board, board_in, board_out, api_name="arena_board")
+    c["arena_scope"].change(ev.board, board_in, board_out, api_visibility="private")
+    c["arena_judge_battle"].click(ev.judge_current, [c["arena_battle"], c["arena_judge"]], c["arena_status"],
                                   api_name="arena_judge")
-    c["arena_run_all"].click(run_questions, [c["arena_pick_a"], c["arena_pick_b"], c["arena_judge"],
-                                             c["arena_use_judge"], c["arena_categories"], *control_inputs(ui)],
-                             c["arena_run_status"],
-                             api_name="arena_run_all").then(board, board_inputs, board_outputs,
-                                                           api_visibility="private")
-    c["arena_export_csv"].click(_exporter(export, "csv"), None, c["arena_export_file"], api_name="arena_export_csv")
-    c["arena_export_json"].click(_exporter(export, "json"), None, c["arena_export_file"],
-                                 api_name="arena_export_json")
-    c["arena_refresh"].click(refresh_models, None, [c["arena_enabled"], c["arena_pick_a"], c["arena_pick_b"],
-                                                    c["arena_judge"]], api_visibility="private")
+    c["arena_run_all"].click(ev.run_questions, [c["arena_pick_a"], c["arena_pick_b"], c["arena_judge"],
+                                                c["arena_use_judge"], c["arena_categories"], *control_inputs(ui)],
+                             c["arena_run_status"], api_name="arena_run_all").then(
+        ev.board, board_in, board_out, api_visibility="private")
+    c["arena_export_csv"].click(_exporter(ev, "csv"), None, c["arena_export_file"], api_name="arena_export_csv")
+    c["arena_export_json"].click(_exporter(ev, "json"), None, c["arena_export_file"], api_name="arena_export_json")
+    c["arena_refresh"].click(ev.refresh_models, None, [c["arena_enabled"], c["arena_pick_a"], c["arena_pick_b"],
+                                                       c["arena_judge"]], api_visibility="private")
     app = c.get("app")
-    if app is not None:
-        app.load(board, board_inputs, board_outputs, api_visibility="private")
+    if app is not None:  # each page load shows the leaderboard as it is now
+        app.load(ev.board, board_in, board_out, api_visibility="private")
 
 
-def _voter(vote: Any, verdict: str) -> Any:
-    def cast(battle_id: int | None, request: gr.Request):
-        return vote(battle_id, verdict, request)
+def _voter(ev: ArenaEvents, verdict: str) -> Any:
+    def cast(battle_id: int | None, request: gr.Request) -> tuple:
+        return ev.vote(battle_id, verdict, request)
     return cast
 
 
-def _exporter(export: Any, kind: str) -> Any:
+def _exporter(ev: ArenaEvents, kind: str) -> Any:
     def run(request: gr.Request) -> str:
-        return export(kind, request)
+        return ev.export(kind, request)
     return run
