@@ -83,6 +83,17 @@ def arena_page(browser, url: str, user: str):
     return page
 
 
+# Every text the status line shows, recorded by the page as the DOM changes (the answers stream: A writes, then B).
+WATCH_STATUS_JS = """() => {
+  const node = document.querySelector('#arena-status');
+  window.__arenaStatus = [];
+  new MutationObserver(() => {
+    const text = node.innerText.trim();
+    if (text && text !== window.__arenaStatus[window.__arenaStatus.length - 1]) window.__arenaStatus.push(text);
+  }).observe(node, {subtree: true, childList: true, characterData: true});
+}"""
+
+
 def bot_texts(page, side: str) -> list[str]:
     return [t.strip() for t in page.locator(f"#arena-chat-{side} [data-testid=bot]").all_inner_texts()]
 
@@ -96,12 +107,16 @@ def test_one_battle_one_vote_and_the_leaderboard_counts_it(browser, app_url, sho
     try:
         assert ALPACA not in board_text(alice) and KOALA not in board_text(alice)
         alice.locator("#arena-prompt textarea").fill("Name a colour.")
+        alice.evaluate(WATCH_STATUS_JS)
         alice.locator("#arena-send").click()
         alice.wait_for_function("() => document.querySelector('#arena-status').innerText.includes('Both answered')"
                                 " || document.querySelector('#arena-status').innerText.includes('⚠️')")
         status = alice.locator("#arena-status").inner_text()
         assert "Both answered" in status, status
         alice.screenshot(path=str(shots / "01-both-answered.png"))
+        seen = alice.evaluate("() => window.__arenaStatus")
+        writing = [line for line in seen if "is writing" in line]
+        assert writing and writing[0].startswith("Model A") and writing[-1].startswith("Model B"), seen  # A, then B
         assert len(bot_texts(alice, "a")) == 1 and len(bot_texts(alice, "b")) == 1
         for side in ("a", "b"):
             assert [t.strip() for t in alice.locator(f"#arena-chat-{side} [data-testid=user]").all_inner_texts()] \
