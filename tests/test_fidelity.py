@@ -24,6 +24,7 @@ from modules.core.conversation import TurnSetup
 from modules.core.generation import prepare_chat
 from modules.core.sampling import SamplerParams
 
+from engine_spy import ids_given_to_the_model
 from family_models import FAMILIES
 
 U1, A1, U2 = "Hello there", "Hi! How can I help?", "Name a color."
@@ -221,19 +222,9 @@ def test_format_and_reason_are_reported(ctx, api):
 
 
 def test_truncation_keeps_bos(ctx, monkeypatch):
-    from modules.core.engine import GenerationRequest
-
     ctx.models.load("TheBloke_vicuna-7B-1.1-HF")
     ids = ctx.engine.backend.encode("word " * 3000)
-    seen: list[list[int]] = []
-    real = ctx.engine._pieces
-
-    def spy(backend, request, input_ids, budget):  # what the model is given, after truncation
-        seen.append(list(input_ids))
-        return real(backend, request, input_ids, budget)
-
-    monkeypatch.setattr(ctx.engine, "_pieces", spy)
-    params = SamplerParams(max_new_tokens=4, truncation_length=64, temperature=0)
-    deltas = list(ctx.engine.generate(GenerationRequest(prompt="", input_ids=ids, params=params)))
-    assert deltas[0].truncated_prompt_tokens > 0 and ids[0] == 1
-    assert seen[0][0] == 1 and seen[0].count(1) == 1 and seen[0][1:] == ids[-(len(seen[0]) - 1):]
+    given, cut = ids_given_to_the_model(ctx, ids, SamplerParams(max_new_tokens=4, truncation_length=64, temperature=0),
+                                        monkeypatch)
+    assert cut > 0 and ids[0] == 1
+    assert given[0] == 1 and given.count(1) == 1 and given[1:] == ids[-(len(given) - 1):]

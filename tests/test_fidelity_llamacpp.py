@@ -17,9 +17,10 @@ pytest.importorskip("llama_cpp")
 from modules.core.chat import ChatSettings, Turn  # noqa: E402
 from modules.core.config import AppConfig, LoaderOptions, ServerOptions  # noqa: E402
 from modules.core.context import build_context  # noqa: E402
-from modules.core.engine import GenerationRequest  # noqa: E402
 from modules.core.generation import prepare_chat  # noqa: E402
 from modules.core.sampling import SamplerParams  # noqa: E402
+
+from engine_spy import ids_given_to_the_model  # noqa: E402
 
 U1, A1, U2 = "Hello there", "Hi! How can I help?", "Name a color."
 HISTORY = [{"role": "user", "content": U1}, {"role": "assistant", "content": A1}]
@@ -80,15 +81,7 @@ def test_both_loaders_encode_a_raw_prompt_alike(ctx, sp):
 
 def test_llama_cpp_truncation_keeps_bos(ctx, monkeypatch):
     ids = ctx.engine.backend.encode("word " * 3000)
-    seen: list[list[int]] = []
-    real = ctx.engine._pieces
-
-    def spy(backend, request, input_ids, budget):  # what the model is given, after truncation
-        seen.append(list(input_ids))
-        return real(backend, request, input_ids, budget)
-
-    monkeypatch.setattr(ctx.engine, "_pieces", spy)
-    params = SamplerParams(max_new_tokens=4, truncation_length=64, temperature=0)
-    deltas = list(ctx.engine.generate(GenerationRequest(prompt="", input_ids=ids, params=params)))
-    assert deltas[0].truncated_prompt_tokens > 0
-    assert seen[0][0] == 1 and seen[0].count(1) == 1 and seen[0][1:] == ids[-(len(seen[0]) - 1):]
+    given, cut = ids_given_to_the_model(ctx, ids, SamplerParams(max_new_tokens=4, truncation_length=64, temperature=0),
+                                        monkeypatch)
+    assert cut > 0 and ids[0] == 1
+    assert given[0] == 1 and given.count(1) == 1 and given[1:] == ids[-(len(given) - 1):]
