@@ -43,6 +43,7 @@ def run(engine: Engine, prompt: str, params: SamplerParams) -> tuple[list[int], 
 def use_fast(manager: ModelManager, **kwargs) -> FastDecoder:
     backend = manager.engine.backend
     backend.fast = FastDecoder(backend.model, backend._cache_arg, backend.info.context_length, **kwargs)
+    manager.engine.refresh_batching()  # the static-cache path takes one request at a time, unbatched
     return backend.fast
 
 

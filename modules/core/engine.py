@@ -143,11 +143,20 @@ class Engine:
         """Swap the model; waits for the running generations to end first."""
         with self._gate.swap():
             old, self.backend = self.backend, backend
-            if self.batcher is not None:
-                self.batcher.close()
-            self.batcher = batcher_for(backend) if backend is not None else None
+            self._choose_batching()
             if old is not None:
                 old.unload()
+
+    def refresh_batching(self) -> None:
+        """Decide again whether requests are batched, after the backend's decoding path changed
+        (the compiled static-cache path serves one request at a time); waits for running generations."""
+        with self._gate.swap():
+            self._choose_batching()
+
+    def _choose_batching(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+        self.batcher = batcher_for(self.backend) if self.backend is not None else None
 
     def require_backend(self) -> Backend:
         if self.backend is None:
