@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -37,3 +38,15 @@ def models_subset(source: Path, target: Path, names: list[str]) -> Path:
 def arena_models_dir(tmp_path_factory) -> Path:
     """A models folder with tiny-alpaca and tiny-koala, built once per run. Do not write into it."""
     return build_arena_models(tmp_path_factory.mktemp("arena-models"))
+
+
+def arena_context(models_dir: Path, user_data: Path) -> Iterator:
+    """A context over the arena's tiny models (float32, CPU); unloads and closes the store afterwards."""
+    from modules.core.config import AppConfig, LoaderOptions
+    from modules.core.context import build_context
+
+    ctx = build_context(AppConfig(loader=LoaderOptions(dtype="float32", cpu=True), models_dir=models_dir,
+                                  user_data_dir=user_data))
+    yield ctx
+    ctx.models.unload()
+    ctx.store.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from api_helpers import watch_generations
-from arena_helpers import ALPACA, KOALA
+from arena_helpers import ALPACA, KOALA, arena_context
 
 from modules.core.arena.battle import Arena, pick_pair, side_history
 from modules.core.arena.judge import agreement, combine, judge_battle, judge_prompt, parse_verdict
@@ -20,8 +20,6 @@ from modules.core.arena.ratings import (Outcome, bootstrap_intervals, bradley_te
                                         vote_counts, win_rates)
 from modules.core.arena.report import boards, export_csv, export_json
 from modules.core.arena.runner import QUESTIONS_FILE, load_questions, run_all
-from modules.core.config import AppConfig, LoaderOptions
-from modules.core.context import build_context
 from modules.core.errors import CorralError
 from modules.core.sampling import SamplerParams
 from modules.core.store import NotFoundError, Store
@@ -237,12 +235,7 @@ def test_bundled_questions_cover_eight_categories():
 
 @pytest.fixture(scope="module")
 def arena_ctx(arena_models_dir, tmp_path_factory):
-    config = AppConfig(loader=LoaderOptions(dtype="float32", cpu=True), models_dir=arena_models_dir,
-                       user_data_dir=tmp_path_factory.mktemp("arena-data"))
-    ctx = build_context(config)
-    yield ctx
-    ctx.models.unload()
-    ctx.store.close()
+    yield from arena_context(arena_models_dir, tmp_path_factory.mktemp("arena-data"))
 
 
 def test_a_battle_gives_each_side_its_own_format_and_continues_both(arena_ctx):

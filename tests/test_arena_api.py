@@ -7,11 +7,10 @@ import io
 import pytest
 from fastapi.testclient import TestClient
 
-from arena_helpers import ALPACA, KOALA
+from arena_helpers import ALPACA, KOALA, arena_context
 
 from modules.api.app import create_api
-from modules.core.config import AppConfig, LoaderOptions, ServerOptions
-from modules.core.context import build_context
+from modules.core.config import ServerOptions
 
 SHORT = {"do_sample": False, "max_new_tokens": 4}
 API_KEY, ADMIN_KEY = "reader-key", "admin-key"
@@ -19,12 +18,7 @@ API_KEY, ADMIN_KEY = "reader-key", "admin-key"
 
 @pytest.fixture(scope="module")
 def ctx(arena_models_dir, tmp_path_factory):
-    config = AppConfig(loader=LoaderOptions(dtype="float32", cpu=True), models_dir=arena_models_dir,
-                       user_data_dir=tmp_path_factory.mktemp("arena-api-data"))
-    context = build_context(config)
-    yield context
-    context.models.unload()
-    context.store.close()
+    yield from arena_context(arena_models_dir, tmp_path_factory.mktemp("arena-api-data"))
 
 
 @pytest.fixture(scope="module")

@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from arena_helpers import ALPACA, KOALA
-from processes import child_env
-from test_browser import BROWSER_ARGS, CHROMIUM, free_port, wait_for_server
+from api_helpers import free_port
+from browser_helpers import USERS, NEEDS_CHROMIUM, browser, served_app, sign_in  # noqa: F401 (browser: a fixture)
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-USERS = {"alice": "wonderland", "bob": "builder"}
-
-pytestmark = [pytest.mark.slow,  # an app process and a real browser
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)")]
+pytestmark = [pytest.mark.slow, NEEDS_CHROMIUM]  # an app process and a real browser
 
 
 @pytest.fixture(scope="module")
@@ -46,38 +40,12 @@ def app_url(arena_models_dir: Path, repo_root: Path, tmp_path_factory):
                "--cpu"]
     for user, password in USERS.items():
         command += ["--gradio-auth", f"{user}:{password}"]
-    log = (root / "app.log").open("w")
-    process = subprocess.Popen(command, cwd=repo_root, stdout=log, stderr=subprocess.STDOUT,
-                               env=child_env(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1"))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_server(url, process, root / "app.log")
+    with served_app(command, repo_root, root / "app.log", f"http://127.0.0.1:{port}") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def arena_page(browser, url: str, user: str):
-    page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
-    page.set_default_timeout(120_000)
-    page.goto(url)
-    page.locator("input[type=text], input:not([type])").first.fill(user)
-    page.locator("input[type=password]").fill(USERS[user])
-    page.get_by_role("button", name=re.compile("log ?in", re.I)).click()
-    page.wait_for_selector("#message textarea")
+    page = sign_in(browser, url, user, height=1000, timeout_ms=120_000)
     page.get_by_role("tab", name="Arena").click()
     page.wait_for_selector("#arena-prompt textarea")
     return page

@@ -7,38 +7,23 @@ test-artifacts/browser/ (git-ignored).
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from processes import child_env
+from api_helpers import free_port
+from browser_helpers import USERS, NEEDS_CHROMIUM, browser, served_app, sign_in  # noqa: F401 (browser: a fixture)
 from tiny_models import build_tiny_llama
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"]
 SMOL = "SmolLM2-135M-Instruct"
 TINY = "tiny-llama"
-USERS = {"alice": "wonderland", "bob": "builder"}
 STATS = re.compile(r"[\d.]+ tokens/s · (\d+) tokens · context (\d+)/(\d+)")
 
-pytestmark = [pytest.mark.slow,  # a second app process and a real browser: minutes on two cores
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)")]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+pytestmark = [pytest.mark.slow, NEEDS_CHROMIUM]  # a second app process and a real browser: minutes on two cores
 
 
 @pytest.fixture(scope="module")
@@ -64,53 +49,12 @@ def app_url(default_model_dir: Path, repo_root: Path, tmp_path_factory):
                "--user-data-dir", str(root / "user_data"), "--settings", str(settings), "--listen-port", str(port)]
     for user, password in USERS.items():
         command += ["--gradio-auth", f"{user}:{password}"]
-    log = (root / "app.log").open("w")
-    env = child_env(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
-    process = subprocess.Popen(command, cwd=repo_root, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_server(url, process, root / "app.log")
+    with served_app(command, repo_root, root / "app.log", f"http://127.0.0.1:{port}") as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
-def wait_for_server(url: str, process: subprocess.Popen, log: Path, timeout: float = 240.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(1)
-    raise RuntimeError(f"app.py did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def signed_in_page(browser, url: str, user: str):
-    page = browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
-    page.set_default_timeout(60_000)
-    page.goto(url)
-    page.locator("input[type=text], input:not([type])").first.fill(user)
-    page.locator("input[type=password]").fill(USERS[user])
-    page.get_by_role("button", name=re.compile("log ?in", re.I)).click()
-    page.wait_for_selector("#message textarea")
+    page = sign_in(browser, url, user)
     page.wait_for_selector("#signed-in-as", state="visible")
     return page
 

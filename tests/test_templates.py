@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from modules.core.errors import BadNameError, TemplateError
+from modules.core.prompt_render import continuation_segments, impersonation_segments
+from modules.core.prompt_tokens import joined
 from modules.core.streaming import StopStringFilter
 from modules.core.templates import (
     FALLBACK_FORMAT,
@@ -19,12 +21,19 @@ from modules.core.templates import (
     InstructionFormat,
     format_from_model,
     render,
-    render_continuation,
-    render_impersonation,
     resolve_format,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def render_continuation(fmt: InstructionFormat, messages: list[dict], partial: str) -> str:
+    return joined(continuation_segments(fmt, messages, partial))
+
+
+def render_impersonation(fmt: InstructionFormat, messages: list[dict], partial: str) -> str:
+    return joined(impersonation_segments(fmt, messages, partial))
+
 FORMATS_DIR = ROOT / "instruction-templates"
 
 ONE = [{"role": "user", "content": "U1"}]

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modules.core.errors import (BadNameError, CorralError, ModelLoadError, NoModelLoadedError, PresetError,
-                                 RemoteServerError, TemplateError)
+                                 PromptTooLongError, RemoteServerError, TemplateError)
 from modules.core.store.base import NotFoundError
 
 _TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "none", "literal"}
@@ -43,6 +43,8 @@ def from_corral_error(err: CorralError) -> ApiError:
         return ApiError(400, message, param="preset", code="invalid_preset")
     if isinstance(err, TemplateError):
         return ApiError(400, message, param="instruction_format", code="invalid_instruction_format")
+    if isinstance(err, PromptTooLongError):
+        return ApiError(400, message, param=err.param, code="context_length_exceeded")
     if isinstance(err, BadNameError):
         return ApiError(400, message, code="invalid_name")
     if isinstance(err, NotFoundError):  # the store's (characters)

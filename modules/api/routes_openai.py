@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
@@ -17,9 +17,7 @@ from modules.api.replies import ReplyShape
 from modules.api.schemas import ChatCompletionBody, CompletionBody, GenerationFields
 from modules.api.streaming import ClientGone, DeltaPump, collect, event_stream
 from modules.core.context import Context
-from modules.core.engine import Delta
-from modules.core.extensions.run import run_generation
-from modules.core.generation import ReplyJob, prepare_reply
+from modules.core.generation import ReplyJob, generate_reply
 
 log = logging.getLogger(__name__)
 B = TypeVar("B", bound=BaseModel)
@@ -49,19 +47,6 @@ async def parse(request: Request, model: type[B]) -> B:
     return model.model_validate_json(await read_body(request) or b"", strict=True)
 
 
-def start_reply(ctx: Context, job: ReplyJob, max_prompt_tokens: int) -> Iterator[Delta]:
-    """generate_reply's steps, with the prompt measured against ``max_prompt_tokens`` before it is queued."""
-    prepared = prepare_reply(ctx, job)
-    if max_prompt_tokens:
-        request = prepared.request
-        count = len(request.input_ids) if request.input_ids is not None else ctx.engine.count_tokens(request.prompt)
-        if count > max_prompt_tokens:
-            raise ApiError(400, f"The prompt has {count} tokens; this server accepts at most {max_prompt_tokens} "
-                                "(--api-max-prompt-tokens). Send fewer or shorter messages.",
-                           param="messages" if job.turn is not None else "prompt", code="context_length_exceeded")
-    return iter(run_generation(ctx, prepared, buffer_output=True))
-
-
 def model_entry(ctx: Context) -> dict[str, Any]:
     """The loaded model as an OpenAI model object (``max_model_len`` as vLLM names the context length)."""
     current, backend = ctx.models.current, ctx.engine.require_backend()
@@ -79,7 +64,7 @@ async def reply(ctx: Context, request: Request, body: GenerationFields,
         raise ApiError(400, "logprobs are not supported by this server.", param="logprobs", code="invalid_value")
     job = await run_in_threadpool(build, ctx, body)
     limit = request.app.state.limits.max_prompt_tokens
-    deltas = await run_in_threadpool(start_reply, ctx, job, limit)  # the prompt is built here: errors raise now
+    deltas = await run_in_threadpool(generate_reply, ctx, job, limit)  # the prompt is built here: errors raise now
     warnings = unknown_fields(body)
     for warning in warnings:
         log.warning("API: %s", warning)

@@ -40,3 +40,11 @@ class RemoteServerError(CorralError):
 
 class EmptyPromptError(CorralError):
     """A generation was asked for with nothing to continue from."""
+
+
+class PromptTooLongError(CorralError):
+    """A prompt over the server's prompt-token cap; ``param`` names the field that carried it."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param

@@ -11,7 +11,7 @@ from typing import Iterator
 
 from modules.core.chat import ChatSettings, PromptPlan, Turn, build_prompt
 from modules.core.context import Context
-from modules.core.errors import CorralError
+from modules.core.errors import CorralError, PromptTooLongError
 from modules.core.extensions import TurnHooks
 from modules.core.extensions.convention import default_state, history_to_pairs, pairs_to_history, params_after_state
 from modules.core.extensions.run import Generation, PreparedGeneration, run_generation
@@ -191,12 +191,22 @@ def reply_request(ctx: Context, job: ReplyJob) -> tuple[GenerationRequest, Promp
     return request, prepared.plan or PromptPlan(request.prompt, list(request.stop_strings))
 
 
-def generate_reply(ctx: Context, job: ReplyJob) -> Iterator[Delta]:
+def generate_reply(ctx: Context, job: ReplyJob, max_prompt_tokens: int = 0) -> Iterator[Delta]:
     """The one entry point for API generations: every extension hook applies, as in the chat.
 
-    The prompt is built now, so a missing model or a bad format raises before any
-    streaming starts; the returned iterator generates only when it is read. An
-    output_modifier's result arrives whole in the final delta (streamed text cannot be
-    taken back).
+    The prompt is built now, so a missing model, a bad format or a prompt over
+    ``max_prompt_tokens`` (0: no cap) raises before anything is queued; the returned iterator
+    generates only when it is read. An output_modifier's result arrives whole in the final
+    delta (streamed text cannot be taken back).
     """
-    return iter(run_generation(ctx, prepare_reply(ctx, job), buffer_output=True))
+    prepared = prepare_reply(ctx, job)
+    if max_prompt_tokens:
+        _check_prompt_length(ctx, prepared.request, max_prompt_tokens, "messages" if job.is_chat else "prompt")
+    return iter(run_generation(ctx, prepared, buffer_output=True))
+
+
+def _check_prompt_length(ctx: Context, request: GenerationRequest, limit: int, param: str) -> None:
+    count = len(request.input_ids) if request.input_ids is not None else ctx.engine.count_tokens(request.prompt)
+    if count > limit:
+        raise PromptTooLongError(f"The prompt has {count} tokens; this server accepts at most {limit} "
+                                 "(--api-max-prompt-tokens). Send fewer or shorter messages.", param=param)

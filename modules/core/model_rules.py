@@ -8,7 +8,9 @@ instead of a setting silently ignored.
 """
 from __future__ import annotations
 
+import copy
 import re
+from functools import lru_cache
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -63,17 +65,30 @@ def _checked_rule(path: Path, pattern: Any, settings: Any) -> Rule:
 
 
 def read_rules(config_path: Path) -> list[Rule]:
-    """The rules of ``config_path`` in file order; a missing file has none, a malformed one is an error."""
+    """The rules of ``config_path`` in file order; a missing file has none, a malformed one is an error.
+
+    Parsed again only when the file's size or time changes: models are listed, and their format
+    explained, on every API lookup and chat turn.
+    """
     path = Path(config_path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return []
     if not path.is_file():
         return []
+    return list(_parsed_rules(path, stat.st_mtime_ns, stat.st_size))
+
+
+@lru_cache(maxsize=8)
+def _parsed_rules(path: Path, mtime_ns: int, size: int) -> tuple[Rule, ...]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as err:
         raise TemplateError(f"{path} could not be read as YAML: {err}. Fix that file.") from None
     if not isinstance(data, dict):
         raise TemplateError(f"{path} must map name patterns (regular expressions) to settings.")
-    return [_checked_rule(path, pattern, settings) for pattern, settings in data.items()]
+    return tuple(_checked_rule(path, pattern, settings) for pattern, settings in data.items())
 
 
 def matching_rules(config_path: Path, model_name: str) -> list[Rule]:
@@ -86,7 +101,7 @@ def config_for_model(config_path: Path, model_name: str) -> dict:
     """Merge the settings of every rule that matches ``model_name``; a later rule wins."""
     merged: dict[str, Any] = {}
     for rule in matching_rules(config_path, model_name):
-        merged.update(rule.settings)
+        merged.update(copy.deepcopy(rule.settings))  # parsed rules are shared: callers get their own values
     return merged
 
 

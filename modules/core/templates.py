@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -121,37 +120,6 @@ def render(
             f"Instruction format '{fmt.name}' ({fmt.source}) failed to render: {err}. "
             "Fix the template or choose another instruction format."
         ) from None
-
-
-def _render_up_to(fmt: InstructionFormat, messages: list[dict], role: str, partial: str, bos: str, eos: str) -> str:
-    """Render ``messages`` plus one ``role`` message, cut where that message's text begins, add ``partial``.
-
-    The added message's content is a sentinel no real text contains; whatever the template
-    writes before it is exactly the opening of that turn, so this works for any template.
-    """
-    sentinel = f"CORRAL{uuid.uuid4().hex}SENTINEL"
-    text = render(fmt, [*messages, {"role": role, "content": sentinel}], False, bos, eos)
-    cut = text.find(sentinel)
-    if cut < 0:
-        raise TemplateError(
-            f"Instruction format '{fmt.name}' ({fmt.source}) does not write the {role} message's text, "
-            f"so a {role} turn cannot be continued with it. Choose another instruction format."
-        )
-    return text[:cut] + partial
-
-
-def render_continuation(
-    fmt: InstructionFormat, messages: list[dict], partial_reply: str, bos_token: str = "", eos_token: str = ""
-) -> str:
-    """A prompt for the model to continue (or start) its reply with ``partial_reply`` already written."""
-    return _render_up_to(fmt, messages, "assistant", partial_reply, bos_token, eos_token)
-
-
-def render_impersonation(
-    fmt: InstructionFormat, messages: list[dict], partial: str, bos_token: str = "", eos_token: str = ""
-) -> str:
-    """A prompt for the model to write the user's next message, beginning with ``partial``."""
-    return _render_up_to(fmt, messages, "user", partial, bos_token, eos_token)
 
 
 # --- formats from files and from models ---------------------------------------------------------
